@@ -1,0 +1,5 @@
+import { main } from "../main.ts";
+
+Deno.test("main prints its version", () => {
+  if (main(["--version"]) !== 0) throw new Error("--version must exit 0");
+});
