@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Makes the mokv certificate authority, the server certificate and the client certificates
+# (CN "root" and CN "nobody") with cfssl, and copies the Casbin model and policy next to them.
+#
+#   usage: certs/gencert.sh [--force]
+#
+# Output goes to ${MOKV_CONFIG_DIR:-$HOME/.mokv}. Existing files are kept (run it as often as
+# you like); --force makes a new CA and new certificates and copies the model and policy again.
+# Works from any working directory: inputs are found relative to this script.
+set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out_dir="${MOKV_CONFIG_DIR:-${HOME}/.mokv}"
+force=0
+
+for arg in "$@"; do
+  case "${arg}" in
+    --force) force=1 ;;
+    -h | --help)
+      echo "usage: $(basename "$0") [--force]  (writes to \${MOKV_CONFIG_DIR:-\$HOME/.mokv})"
+      exit 0
+      ;;
+    *)
+      echo "gencert: unknown argument '${arg}' (usage: $(basename "$0") [--force])" >&2
+      exit 2
+      ;;
+  esac
+done
+
+for tool in cfssl cfssljson; do
+  if ! command -v "${tool}" >/dev/null 2>&1; then
+    echo "gencert: ${tool} not found; install golang-cfssl (apt-get install golang-cfssl)" >&2
+    exit 1
+  fi
+done
+
+mkdir -p "${out_dir}"
+chmod 0700 "${out_dir}"
+
+# gen NAME ARGS...: runs cfssl gencert and writes NAME.pem and NAME-key.pem into out_dir.
+gen() {
+  local name="$1"
+  shift
+  cfssl gencert -loglevel 3 "$@" | cfssljson -bare "${out_dir}/${name}"
+  rm -f "${out_dir}/${name}.csr"
+}
+
+# have NAME: true when both the certificate and its key exist.
+have() {
+  [[ -s "${out_dir}/$1.pem" && -s "${out_dir}/$1-key.pem" ]]
+}
+
+remake=${force}
+if [[ ${remake} -eq 1 ]] || ! have ca; then
+  gen ca -initca "${script_dir}/ca-csr.json"
+  echo "gencert: made CA ${out_dir}/ca.pem"
+  remake=1 # certificates signed by an old CA are useless now
+fi
+
+sign() {
+  local name="$1" profile="$2" csr="$3"
+  shift 3
+  if [[ ${remake} -eq 1 ]] || ! have "${name}"; then
+    gen "${name}" -ca="${out_dir}/ca.pem" -ca-key="${out_dir}/ca-key.pem" \
+      -config="${script_dir}/ca-config.json" -profile="${profile}" "$@" "${csr}"
+    echo "gencert: made ${out_dir}/${name}.pem"
+  fi
+}
+
+sign server server "${script_dir}/server-csr.json"
+sign root-client client "${script_dir}/client-csr.json" -cn=root
+sign nobody-client client "${script_dir}/client-csr.json" -cn=nobody
+
+for file in model.conf policy.csv; do
+  if [[ ${force} -eq 1 || ! -e "${out_dir}/${file}" ]]; then
+    cp "${script_dir}/${file}" "${out_dir}/${file}"
+    chmod 0644 "${out_dir}/${file}"
+  fi
+done
+
+echo "gencert: certificates, model.conf and policy.csv are in ${out_dir}"
