@@ -1,5 +1,5 @@
 import { main } from "../main.ts";
 
-Deno.test("main prints its version", () => {
-  if (main(["--version"]) !== 0) throw new Error("--version must exit 0");
+Deno.test("main prints its version", async () => {
+  if (await main(["--version"]) !== 0) throw new Error("--version must exit 0");
 });

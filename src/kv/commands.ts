@@ -1,0 +1,238 @@
+/**
+ * The commands the KV state machine applies, their results, and their compact binary encoding
+ * (the bytes carried in Raft log entries).
+ *
+ * Encoding, version 1 (all integers big-endian; "u53" is 8 bytes holding an integer below 2^53):
+ * ```
+ * u8 version (=1) | u8 type (1 set, 2 delete, 3 append, 4 cas) | u8 flags
+ *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str key
+ * [session]   str clientId | u53 seq
+ * [set/append/cas] blob value
+ * [expectValue]    blob expectValue
+ * [expectVersion]  u53 expectVersion
+ * ```
+ * where `str`/`blob` are a u32 byte length followed by the bytes (strings in UTF-8).
+ */
+import { InvalidArgumentError } from "../errors.ts";
+import { BinaryReader, BinaryWriter, utf8Length } from "./_binary.ts";
+
+/** Identifies a client's write for exactly-once retries: one outstanding write per clientId. */
+export interface ClientSession {
+  readonly clientId: string;
+  /** Strictly increasing per client, starting at 1. */
+  readonly seq: number;
+}
+
+/** Fields every command carries. */
+interface CommandBase {
+  readonly key: string;
+  readonly session?: ClientSession;
+  /** Wall clock of the proposing node; used only to expire sessions deterministically. */
+  readonly timeMs: number;
+}
+
+/** Stores `value` under `key`, replacing any previous value. */
+export interface SetCommand extends CommandBase {
+  readonly type: "set";
+  readonly value: Uint8Array;
+}
+
+/** Removes `key`; succeeds whether or not it existed (see `CommandResult.existed`). */
+export interface DeleteCommand extends CommandBase {
+  readonly type: "delete";
+}
+
+/** Appends `value` to the value under `key`, creating it when absent. */
+export interface AppendCommand extends CommandBase {
+  readonly type: "append";
+  readonly value: Uint8Array;
+}
+
+/**
+ * Stores `value` only if the current state matches exactly one expectation: `expectValue`
+ * (the key exists with exactly these bytes) or `expectVersion` (the key's version; 0 means the
+ * key must not exist).
+ */
+export interface CasCommand extends CommandBase {
+  readonly type: "cas";
+  readonly value: Uint8Array;
+  readonly expectValue?: Uint8Array;
+  readonly expectVersion?: number;
+}
+
+/** Every command the state machine understands, discriminated on `type`. */
+export type Command = SetCommand | DeleteCommand | AppendCommand | CasCommand;
+
+/**
+ * What applying a command produced.
+ * - `version`: the Raft index of the key's last write (for a successful write, this command's
+ *   index; for a failed CAS, the current version, 0 when the key is absent).
+ * - Set: `existed` tells whether the key had a value before.
+ * - Delete: always `ok`; `existed` tells whether something was removed (`version` 0 if not).
+ * - Append: `length` is the byte length of the value after the append (the value itself is not
+ *   returned, so results stay small in the session cache and in snapshots).
+ * - CAS: `ok` false when the expectation failed, with the current `value` (absent when the key
+ *   does not exist) and `version`; `existed` tells whether the key exists.
+ * - A log entry that does not decode yields `{ ok: false, version: 0 }`.
+ */
+export interface CommandResult {
+  readonly ok: boolean;
+  readonly version: number;
+  readonly value?: Uint8Array;
+  readonly existed?: boolean;
+  readonly length?: number;
+}
+
+/** The encoding's version byte; a decoder refuses any other. */
+export const COMMAND_ENCODING_VERSION = 1;
+
+const TYPE_CODES = { set: 1, delete: 2, append: 3, cas: 4 } as const;
+const FLAG_SESSION = 1;
+const FLAG_EXPECT_VALUE = 2;
+const FLAG_EXPECT_VERSION = 4;
+
+/**
+ * Checks a command's invariants (session seq >= 1, integers in range, exactly one CAS
+ * expectation). Throws InvalidArgumentError naming the problem.
+ */
+export function validateCommand(cmd: Command): void {
+  if (typeof cmd.key !== "string") throw new InvalidArgumentError("key must be a string");
+  if (!Number.isSafeInteger(cmd.timeMs) || cmd.timeMs < 0) {
+    throw new InvalidArgumentError(`timeMs must be a non-negative integer, got ${cmd.timeMs}`);
+  }
+  if (cmd.session) {
+    if (!Number.isSafeInteger(cmd.session.seq) || cmd.session.seq < 1) {
+      throw new InvalidArgumentError(`session seq must be an integer >= 1, got ${cmd.session.seq}`);
+    }
+  }
+  switch (cmd.type) {
+    case "set":
+    case "append":
+    case "delete":
+      return;
+    case "cas": {
+      const hasValue = cmd.expectValue !== undefined;
+      const hasVersion = cmd.expectVersion !== undefined;
+      if (hasValue === hasVersion) {
+        throw new InvalidArgumentError("cas needs exactly one of expectValue and expectVersion");
+      }
+      if (hasVersion && (!Number.isSafeInteger(cmd.expectVersion) || cmd.expectVersion! < 0)) {
+        throw new InvalidArgumentError(`expectVersion must be >= 0, got ${cmd.expectVersion}`);
+      }
+      return;
+    }
+    default: {
+      const never: never = cmd;
+      throw new InvalidArgumentError(`unknown command ${(never as { type: string }).type}`);
+    }
+  }
+}
+
+/** Encodes a command for the Raft log. Throws InvalidArgumentError for an invalid command. */
+export function encodeCommand(cmd: Command): Uint8Array {
+  validateCommand(cmd);
+  const keyBytes = utf8Length(cmd.key);
+  const clientBytes = cmd.session ? utf8Length(cmd.session.clientId) : 0;
+  let size = 3 + 8 + 4 + keyBytes;
+  let flags = 0;
+  if (cmd.session) {
+    flags |= FLAG_SESSION;
+    size += 4 + clientBytes + 8;
+  }
+  switch (cmd.type) {
+    case "delete":
+      break;
+    case "set":
+    case "append":
+      size += 4 + cmd.value.length;
+      break;
+    case "cas":
+      size += 4 + cmd.value.length;
+      if (cmd.expectValue !== undefined) {
+        flags |= FLAG_EXPECT_VALUE;
+        size += 4 + cmd.expectValue.length;
+      } else {
+        flags |= FLAG_EXPECT_VERSION;
+        size += 8;
+      }
+      break;
+    default: {
+      const never: never = cmd;
+      throw new InvalidArgumentError(`unknown command ${(never as { type: string }).type}`);
+    }
+  }
+  const w = new BinaryWriter(size);
+  w.u8(COMMAND_ENCODING_VERSION);
+  w.u8(TYPE_CODES[cmd.type]);
+  w.u8(flags);
+  w.u53(cmd.timeMs);
+  w.str(cmd.key, keyBytes);
+  if (cmd.session) {
+    w.str(cmd.session.clientId, clientBytes);
+    w.u53(cmd.session.seq);
+  }
+  if (cmd.type !== "delete") w.blob(cmd.value);
+  if (cmd.type === "cas") {
+    if (cmd.expectValue !== undefined) w.blob(cmd.expectValue);
+    else w.u53(cmd.expectVersion!);
+  }
+  return w.bytes;
+}
+
+/**
+ * Decodes bytes made by {@link encodeCommand}. The result owns its byte arrays (copies, never
+ * views into `bytes`). Throws InvalidArgumentError for anything else.
+ */
+export function decodeCommand(bytes: Uint8Array): Command {
+  const r = new BinaryReader(bytes);
+  const version = r.u8();
+  if (version !== COMMAND_ENCODING_VERSION) {
+    throw new InvalidArgumentError(`unknown command encoding version ${version}`);
+  }
+  const typeCode = r.u8();
+  const flags = r.u8();
+  if ((flags & ~(FLAG_SESSION | FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION)) !== 0) {
+    throw new InvalidArgumentError(`unknown command flags ${flags}`);
+  }
+  const timeMs = r.u53();
+  const key = r.str();
+  let session: ClientSession | undefined;
+  if (flags & FLAG_SESSION) {
+    const clientId = r.str();
+    session = { clientId, seq: r.u53() };
+  }
+  const base: CommandBase = session ? { key, timeMs, session } : { key, timeMs };
+  const expectFlags = flags & (FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION);
+  let cmd: Command;
+  switch (typeCode) {
+    case TYPE_CODES.set:
+    case TYPE_CODES.append: {
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      const value = r.blob();
+      cmd = typeCode === TYPE_CODES.set
+        ? { type: "set", ...base, value }
+        : { type: "append", ...base, value };
+      break;
+    }
+    case TYPE_CODES.delete:
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      cmd = { type: "delete", ...base };
+      break;
+    case TYPE_CODES.cas: {
+      const value = r.blob();
+      if (expectFlags === FLAG_EXPECT_VALUE) {
+        cmd = { type: "cas", ...base, value, expectValue: r.blob() };
+      } else if (expectFlags === FLAG_EXPECT_VERSION) {
+        cmd = { type: "cas", ...base, value, expectVersion: r.u53() };
+      } else {
+        throw new InvalidArgumentError("cas needs exactly one expectation");
+      }
+      break;
+    }
+    default:
+      throw new InvalidArgumentError(`unknown command type ${typeCode}`);
+  }
+  r.end();
+  validateCommand(cmd);
+  return cmd;
+}

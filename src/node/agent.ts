@@ -1,0 +1,193 @@
+/**
+ * `mokv [flags]`: runs a node until a signal. SIGINT/SIGTERM stop it as a restart (it stays
+ * a member; with `leave-on-terminate` it leaves for good), SIGHUP reloads the ACL policy.
+ * Logs go to stderr as JSON lines; metrics and /healthz to `metrics-port`.
+ */
+import { parseConfig } from "../config/mod.ts";
+import type { NodeConfig } from "../config/mod.ts";
+import { ConfigError } from "../errors.ts";
+import { configureLogging, getLogger } from "../log/mod.ts";
+import { createNodeMetrics, type NodeMetrics, serveMetrics } from "../metrics/mod.ts";
+import { MokvNode, type NodeHooks } from "./node.ts";
+
+/** Builds the hooks that feed metrics and logs from every layer of one node. */
+export function instrument(metrics: NodeMetrics, nodeId: string): NodeHooks {
+  const raftLog = getLogger("raft", nodeId);
+  const grpcLog = getLogger("grpc", nodeId);
+  const gossipLog = getLogger("gossip", nodeId);
+  let leader = "";
+  return {
+    onSoftState(s) {
+      metrics.raftTerm.set(s.term);
+      metrics.setRole(s.role === "preCandidate" ? "candidate" : s.role);
+      if (s.leader !== leader) {
+        leader = s.leader;
+        metrics.raftLeaderChangesTotal.inc();
+        raftLog.info("leader changed", {
+          leader: s.leader || "(none)",
+          term: s.term,
+          role: s.role,
+        });
+      }
+    },
+    onCommitted(commit, applied) {
+      metrics.raftCommitIndex.set(commit);
+      metrics.raftAppliedIndex.set(applied);
+    },
+    onProposalCommitted(seconds) {
+      metrics.raftProposalsTotal.inc();
+      metrics.raftProposalCommitSeconds.observe(seconds);
+    },
+    onAppendBatch(entries) {
+      metrics.raftAppendBatchEntries.observe(entries);
+    },
+    onStorageCommit(seconds) {
+      metrics.denoKvCommitSeconds.observe(seconds);
+    },
+    onSnapshot(info) {
+      metrics.snapshotsTotal.inc();
+      metrics.snapshotDurationSeconds.observe(info.seconds);
+      metrics.snapshotSizeBytes.set(info.bytes);
+      raftLog.info("snapshot taken", info);
+    },
+    onConfig(config) {
+      raftLog.info("configuration", { voters: config.voters, learners: config.learners });
+    },
+    onRequest(info) {
+      const code = String(info.code);
+      metrics.grpcRequestsTotal.inc({ method: info.method, code });
+      metrics.grpcRequestDurationSeconds.observe({ method: info.method }, info.durationMs / 1000);
+      if (info.code === 7) metrics.deniedRequestsTotal.inc({ action: info.method });
+      const props = {
+        method: info.method,
+        code: info.code,
+        duration_ms: Math.round(info.durationMs * 1000) / 1000,
+        subject: info.subject,
+      };
+      if (info.error && info.code !== 5) {
+        grpcLog.warn("request failed", { ...props, error: info.error.message });
+      } else {
+        grpcLog.debug("request", props);
+      }
+    },
+    onGossipEvent(e) {
+      gossipLog.info(`member ${e.type}`, { member: e.member.name, addr: e.member.addr });
+    },
+    log(level, message, props) {
+      raftLog[level](message, props);
+    },
+  };
+}
+
+/** Refreshes the gauges that are read rather than pushed. */
+function sample(node: MokvNode, metrics: NodeMetrics): void {
+  metrics.storeKeys.set(node.storeKeys());
+  metrics.storeBytes.set(node.storeBytes());
+  const counts = { alive: 0, suspect: 0, failed: 0, left: 0 };
+  for (const m of node.members()) counts[m.state]++;
+  for (const [state, n] of Object.entries(counts)) metrics.gossipMembers.set({ state }, n);
+  const st = node.host.status();
+  metrics.replicationLagEntries.reset();
+  for (const [peer, p] of Object.entries(st.progress)) {
+    if (peer !== node.nodeId) metrics.replicationLagEntries.set({ peer }, st.lastIndex - p.match);
+  }
+  const g = node.gossip.stats();
+  metrics.gossipProbeFailuresTotal.inc(g.probeFailures - prevProbeFailures.get(metrics)!);
+  prevProbeFailures.set(metrics, g.probeFailures);
+  const decode = g.decodeErrors - (prevDecode.get(metrics) ?? 0);
+  const auth = g.authFailures - (prevAuth.get(metrics) ?? 0);
+  if (decode > 0) metrics.gossipPacketFailuresTotal.inc({ reason: "decode" }, decode);
+  if (auth > 0) metrics.gossipPacketFailuresTotal.inc({ reason: "auth" }, auth);
+  prevDecode.set(metrics, g.decodeErrors);
+  prevAuth.set(metrics, g.authFailures);
+  for (const [peer, s] of Object.entries(node.host.transport.stats().peers)) {
+    const prev = prevTransportErrors.get(`${peer}`) ?? 0;
+    if (s.errors > prev) metrics.transportErrorsTotal.inc({ peer }, s.errors - prev);
+    prevTransportErrors.set(`${peer}`, s.errors);
+  }
+}
+const prevProbeFailures = new WeakMap<NodeMetrics, number>();
+const prevDecode = new WeakMap<NodeMetrics, number>();
+const prevAuth = new WeakMap<NodeMetrics, number>();
+const prevTransportErrors = new Map<string, number>();
+
+/** Runs a node from command-line arguments; resolves with the exit code when it stops. */
+export async function runAgent(args: readonly string[]): Promise<number> {
+  let config: NodeConfig;
+  try {
+    config = await parseConfig(args, Deno.env.toObject());
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`mokv: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  configureLogging({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeName });
+  const log = getLogger("node", config.nodeName);
+  const metrics = createNodeMetrics({ defaultLabels: { node_id: config.nodeName } });
+  prevProbeFailures.set(metrics, 0);
+  let node: MokvNode;
+  try {
+    node = await MokvNode.start(config, instrument(metrics, config.nodeName));
+  } catch (err) {
+    log.error("start-up failed", { error: err instanceof Error ? err.message : String(err) });
+    console.error(`mokv: cannot start: ${err instanceof Error ? err.message : err}`);
+    return 1;
+  }
+  const metricsServer = config.metricsPort > 0
+    ? await serveMetrics({
+      port: config.metricsPort,
+      hostname: config.bindAddr.host,
+      registry: metrics.registry,
+      healthy: () => node.isHealthy(),
+    })
+    : undefined;
+  const sampler = setInterval(() => sample(node, metrics), 1000);
+  log.info("node started", {
+    rpc_addr: `${config.advertiseAddr}:${node.rpcPort}`,
+    gossip_addr: `${config.bindAddr.host}:${config.bindAddr.port}`,
+    tls: config.tls.mode,
+    metrics_port: config.metricsPort,
+  });
+
+  const stopped = Promise.withResolvers<number>();
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("stopping", { signal, leave: config.leaveOnTerminate });
+    const timer = setTimeout(() => {
+      log.error("shutdown took too long; exiting");
+      Deno.exit(1);
+    }, 15_000);
+    try {
+      if (config.leaveOnTerminate) await node.leave();
+      else await node.shutdown();
+    } catch (err) {
+      log.warn("clean stop failed", { error: String(err) });
+      await node.shutdown({ transfer: false }).catch(() => undefined);
+    }
+    clearInterval(sampler);
+    await metricsServer?.close();
+    clearTimeout(timer);
+    log.info("stopped");
+    stopped.resolve(0);
+  };
+  node.onLeft(() => {
+    // `mokv leave` (Admin.Leave) finished: the process has nothing left to do.
+    clearInterval(sampler);
+    void metricsServer?.close();
+    stopped.resolve(0);
+  });
+  Deno.addSignalListener("SIGINT", () => void stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));
+  Deno.addSignalListener("SIGHUP", () => {
+    if (!node.authorizer) return;
+    node.authorizer.reload().then(
+      () => log.info("ACL policy reloaded"),
+      (err) => log.error("ACL policy reload failed; keeping the old one", { error: String(err) }),
+    );
+  });
+  return await stopped.promise;
+}

@@ -1,0 +1,410 @@
+/**
+ * The mokv node: one process that replicates through Raft (durable in a Deno KV file), finds
+ * its peers by gossip, and serves api.KV, health and reflection on one port shared with Raft.
+ * `MokvNode.start(config)` brings it up; `shutdown()` is the rolling-restart stop (it stays a
+ * member); `leave()` leaves the cluster for good.
+ */
+import type { Duplex } from "node:stream";
+import type * as grpc from "@grpc/grpc-js";
+import { UnavailableError } from "../errors.ts";
+import type { NodeConfig } from "../config/mod.ts";
+import { type Command, type CommandResult, KvStateMachine } from "../kv/mod.ts";
+import { GossipHost, type MemberEvent } from "../membership/mod.ts";
+import { RaftStorage } from "../replication/storage.ts";
+import { type ReplicationHooks, ReplicationHost } from "../replication/host.ts";
+import type {
+  KvBackend,
+  KvReader,
+  MemberInfo,
+  ReadConsistency,
+  ServerInfo,
+} from "../server/backend.ts";
+import { createGrpcServer } from "../server/grpc_server.ts";
+import type { RequestInfo } from "../server/kv_service.ts";
+import { dialRaft, listenPort } from "../server/port.ts";
+import { Authorizer } from "../server/auth.ts";
+import { expectedBootstrapConfig, nextReconcileAction, type ReconcileMember } from "./reconcile.ts";
+
+/** Extra wiring a caller (main, tests) may add; all optional. */
+export interface NodeHooks extends ReplicationHooks {
+  onRequest?(info: RequestInfo): void;
+  onGossipEvent?(event: MemberEvent): void;
+}
+
+/** A running mokv node. */
+export class MokvNode implements KvBackend {
+  readonly nodeId: string;
+  readonly reader: KvReader;
+  private reconcileTimer: ReturnType<typeof setInterval> | undefined;
+  private bootstrapTimer: ReturnType<typeof setInterval> | undefined;
+  private reconciling = false;
+  private readonly verified = new Set<string>();
+  private closed = false;
+  private leftListeners: (() => void)[] = [];
+
+  private constructor(
+    readonly config: NodeConfig,
+    readonly host: ReplicationHost,
+    readonly gossip: GossipHost,
+    private readonly fsm: KvStateMachine,
+    private readonly storage: RaftStorage,
+    private readonly grpcServer: grpc.Server,
+    private readonly port: { port: number; close(): Promise<void> },
+    readonly authorizer: Authorizer | undefined,
+    private readonly hooks: NodeHooks,
+  ) {
+    this.nodeId = config.nodeName;
+    this.reader = fsm;
+  }
+
+  /** The RPC port actually bound (useful when configured as 0 in tests). */
+  get rpcPort(): number {
+    return this.port.port;
+  }
+
+  /** Starts every part of a node from a validated configuration. */
+  static async start(config: NodeConfig, hooks: NodeHooks = {}): Promise<MokvNode> {
+    const fsm = new KvStateMachine();
+    const storage = await RaftStorage.open(`${config.dataDir}/raft.kv`);
+    const tls = config.tls.mode === "mutual" ? config.tls : undefined;
+    const peerTls = tls
+      ? {
+        cert: await Deno.readTextFile(tls.peer.certFile),
+        key: await Deno.readTextFile(tls.peer.keyFile),
+        ca: await Deno.readTextFile(tls.peer.caFile),
+      }
+      : undefined;
+    const rpcAddr = `${config.advertiseAddr}:${config.rpcPort}`;
+    // Callbacks below run only once the node exists; they reach it through this reference.
+    const ref: { node?: MokvNode } = {};
+    const host = await ReplicationHost.open({
+      nodeId: config.nodeName,
+      rpcAddr,
+      storage,
+      fsm,
+      dial: (addr: string): Promise<Duplex> => {
+        const at = addr.lastIndexOf(":");
+        return dialRaft({
+          host: addr.slice(0, at),
+          port: Number(addr.slice(at + 1)),
+          tls: peerTls,
+        });
+      },
+      allowedPeerCns: tls ? tls.peerAllowedCns : undefined,
+      tickMs: config.raftTickMs,
+      electionTicks: config.raftElectionTicks,
+      heartbeatTicks: config.raftHeartbeatTicks,
+      snapshotEntries: config.snapshotEntries,
+      hooks,
+    });
+    const authorizer = config.acl
+      ? await Authorizer.load(config.acl.modelFile, config.acl.policyFile)
+      : undefined;
+    // The backend is the node itself; it exists once the server does, so bind lazily.
+    const backend: KvBackend = {
+      get nodeId() {
+        return config.nodeName;
+      },
+      get reader() {
+        return fsm;
+      },
+      apply: (cmd) => ref.node!.apply(cmd),
+      readBarrier: (c) => ref.node!.readBarrier(c),
+      servers: () => ref.node!.servers(),
+      members: () => ref.node!.members(),
+      removeServer: (id) => ref.node!.removeServer(id),
+      transferLeadership: (id) => ref.node!.transferLeadership(id),
+      leave: () => ref.node!.leave(),
+      snapshot: () => ref.node!.snapshot(),
+      isHealthy: () => ref.node?.isHealthy() ?? false,
+    };
+    const grpcServer = createGrpcServer({
+      backend,
+      maxKeyBytes: config.maxKeyBytes,
+      maxValueBytes: config.maxValueBytes,
+      authorize: authorizer
+        ? (subject, object, action) => authorizer.enforce(subject, object, action)
+        : undefined,
+      onRequest: hooks.onRequest,
+    });
+    const serverTls = tls
+      ? {
+        cert: await Deno.readTextFile(tls.server.certFile),
+        key: await Deno.readTextFile(tls.server.keyFile),
+        ca: await Deno.readTextFile(tls.server.caFile),
+      }
+      : undefined;
+    const port = await listenPort({
+      host: config.bindAddr.host === "0.0.0.0" ? "0.0.0.0" : config.advertiseAddr,
+      port: config.rpcPort,
+      grpcServer,
+      tls: serverTls,
+      onRaftSocket: (socket, peer) => host.acceptPeer(socket, peer),
+    });
+    const gossip = await GossipHost.start({
+      name: config.nodeName,
+      bindAddr: `${config.bindAddr.host}:${config.bindAddr.port}`,
+      advertiseAddr: `${config.advertiseAddr}:${config.bindAddr.port}`,
+      tags: { id: config.nodeName, rpc_addr: rpcAddr },
+      seeds: config.startJoinAddrs.map((a) => `${a.host}:${a.port}`),
+      keys: config.gossipKeyring.length > 0 ? config.gossipKeyring : undefined,
+      tickMs: config.gossipTickMs,
+      onEvent: (e) => ref.node?.onGossipEvent(e),
+    });
+    const node = new MokvNode(
+      config,
+      host,
+      gossip,
+      fsm,
+      storage,
+      grpcServer,
+      port,
+      authorizer,
+      hooks,
+    );
+    ref.node = node;
+    for (const m of gossip.members()) if (m.rpcAddr) host.setAddress(m.name, m.rpcAddr);
+    host.start();
+    if (!host.hasState()) {
+      if (config.bootstrap) {
+        host.bootstrap({
+          voters: [config.nodeName],
+          learners: [],
+          addresses: { [config.nodeName]: rpcAddr },
+        });
+      } else if (config.bootstrapExpect > 0) {
+        node.waitToBootstrap();
+      }
+    }
+    node.reconcileTimer = setInterval(() => node.reconcile(), 1000);
+    return node;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // KvBackend
+
+  apply(cmd: Command): Promise<CommandResult> {
+    return this.host.apply(cmd);
+  }
+
+  readBarrier(consistency: ReadConsistency): Promise<void> {
+    return this.host.readBarrier(consistency);
+  }
+
+  servers(): Promise<ServerInfo[]> {
+    const st = this.host.status();
+    const out: ServerInfo[] = [];
+    for (const id of st.config.voters) {
+      out.push({
+        id,
+        rpcAddr: st.config.addresses[id] ?? "",
+        isLeader: id === st.leader,
+        isVoter: true,
+      });
+    }
+    for (const id of st.config.learners) {
+      out.push({ id, rpcAddr: st.config.addresses[id] ?? "", isLeader: false, isVoter: false });
+    }
+    return Promise.resolve(out);
+  }
+
+  members(): MemberInfo[] {
+    return this.gossip.members().map((m) => ({
+      name: m.name,
+      gossipAddr: m.addr,
+      rpcAddr: m.rpcAddr,
+      state: m.state,
+    }));
+  }
+
+  removeServer(id: string): Promise<void> {
+    return this.host.removeServer(id);
+  }
+
+  transferLeadership(id?: string): Promise<string> {
+    return this.host.transferLeadership(id ?? "");
+  }
+
+  snapshot(): Promise<Uint8Array> {
+    return this.host.backup();
+  }
+
+  isHealthy(): boolean {
+    return !this.closed && this.host.isCaughtUp();
+  }
+
+  /** Number of keys held. */
+  storeKeys(): number {
+    return this.fsm.keyCount;
+  }
+
+  /** Bytes of keys and values held. */
+  storeBytes(): number {
+    return this.fsm.byteCount;
+  }
+
+  /** Called once the node has left the cluster for good (after `leave()`). */
+  onLeft(listener: () => void): void {
+    this.leftListeners.push(listener);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Membership
+
+  private onGossipEvent(e: MemberEvent): void {
+    const rpc = e.member.tags["rpc_addr"];
+    if (rpc) this.host.setAddress(e.member.name, rpc);
+    this.hooks.onGossipEvent?.(e);
+    if (e.type === "join" || e.type === "leave" || e.type === "fail" || e.type === "update") {
+      queueMicrotask(() => this.reconcile());
+    }
+  }
+
+  private gossipView(): ReconcileMember[] {
+    return this.gossip.members().map((m) => ({ name: m.name, rpcAddr: m.rpcAddr, state: m.state }));
+  }
+
+  /** bootstrap-expect: once enough members are seen, every one bootstraps the same config. */
+  private waitToBootstrap(): void {
+    this.bootstrapTimer = setInterval(() => {
+      if (this.closed || this.host.hasState()) {
+        clearInterval(this.bootstrapTimer);
+        return;
+      }
+      const config = expectedBootstrapConfig(
+        this.nodeId,
+        this.gossipView(),
+        this.config.bootstrapExpect,
+      );
+      if (!config) return;
+      clearInterval(this.bootstrapTimer);
+      this.host.bootstrap(config);
+      this.hooks.log?.("info", "bootstrapped", { voters: config.voters });
+    }, 200);
+  }
+
+  /** Leader only: makes the Raft configuration follow the gossip view, one change at a time. */
+  private async reconcile(): Promise<void> {
+    if (this.closed || this.reconciling) return;
+    const st = this.host.status();
+    if (st.role !== "leader") return;
+    this.reconciling = true;
+    try {
+      const match: Record<string, number> = {};
+      for (const [id, p] of Object.entries(st.progress)) match[id] = p.match;
+      const { action, verify } = nextReconcileAction({
+        selfId: this.nodeId,
+        config: st.config,
+        match,
+        commitIndex: st.commit,
+        members: this.gossipView(),
+        verified: this.verified,
+        deadServerCleanup: this.config.deadServerCleanup,
+        deadServerMinQuorum: this.config.deadServerMinQuorum,
+      });
+      for (const id of verify) {
+        const addr = this.gossipView().find((m) => m.name === id)?.rpcAddr;
+        if (!addr) continue;
+        try {
+          const answered = await this.host.ping(addr);
+          if (answered === id) this.verified.add(id);
+          else this.hooks.log?.("warn", "member answered with another id", { id, answered });
+        } catch (err) {
+          this.hooks.log?.("warn", "cannot reach new member over the peer transport", {
+            id,
+            addr,
+            error: String(err),
+          });
+        }
+      }
+      if (!action) {
+        if (verify.some((id) => this.verified.has(id))) queueMicrotask(() => this.reconcile());
+        return;
+      }
+      this.hooks.log?.("info", "membership change", { ...action });
+      switch (action.type) {
+        case "addLearner":
+          await this.host.changeConfig({
+            type: "addLearner",
+            id: action.id,
+            address: action.address,
+          });
+          break;
+        case "promote":
+          await this.host.changeConfig({ type: "promote", id: action.id });
+          break;
+        case "remove":
+          this.verified.delete(action.id);
+          await this.host.changeConfig({ type: "remove", id: action.id });
+          break;
+        default: {
+          const never: never = action;
+          throw new Error(`unknown action ${JSON.stringify(never)}`);
+        }
+      }
+      queueMicrotask(() => this.reconcile());
+    } catch (err) {
+      this.hooks.log?.("debug", "reconcile step deferred", { error: String(err) });
+    } finally {
+      this.reconciling = false;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Stopping
+
+  /**
+   * Leaves the cluster for good: hands off leadership, asks the leader to remove this node
+   * from Raft (waiting for the commit), announces the leave by gossip, then shuts down.
+   */
+  async leave(): Promise<void> {
+    if (this.closed) return;
+    const st = this.host.status();
+    if (st.role === "leader" && st.config.voters.length > 1) {
+      await this.host.transferLeadership("").catch(() => undefined);
+    }
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const cfg = this.host.status().config;
+      if (!cfg.voters.includes(this.nodeId) && !cfg.learners.includes(this.nodeId)) break;
+      if (cfg.voters.length === 1 && cfg.voters[0] === this.nodeId) break; // the last one
+      try {
+        await this.host.removeServer(this.nodeId);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) {
+          throw new UnavailableError(`could not leave the Raft configuration: ${err}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    await this.gossip.leave();
+    await this.shutdown({ transfer: false });
+    for (const l of this.leftListeners) l();
+  }
+
+  /**
+   * Stops the node without leaving (a restart): stops accepting requests, hands off
+   * leadership if it leads, finishes the batch in flight, closes the Deno KV file.
+   */
+  async shutdown(opts: { transfer?: boolean } = {}): Promise<void> {
+    if (this.closed) return;
+    if (opts.transfer !== false) {
+      const st = this.host.status();
+      if (st.role === "leader" && st.config.voters.length > 1) {
+        await Promise.race([
+          this.host.transferLeadership("").catch(() => undefined),
+          new Promise((r) => setTimeout(r, 2000)),
+        ]);
+      }
+    }
+    this.closed = true;
+    clearInterval(this.reconcileTimer);
+    clearInterval(this.bootstrapTimer);
+    this.grpcServer.forceShutdown();
+    await this.host.close();
+    await this.port.close();
+    await this.gossip.close();
+    this.storage.close();
+  }
+}

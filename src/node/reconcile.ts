@@ -1,0 +1,108 @@
+/**
+ * The leader's membership reconciler (Consul's leader loop and autopilot, in small): from the
+ * gossip view and the Raft configuration it decides the next single-server change. It is a
+ * pure function, so every rule is tested without a cluster; the node executes the action.
+ */
+import type { Config, NodeId } from "../raft/mod.ts";
+
+/** A gossip member as the reconciler needs it. */
+export interface ReconcileMember {
+  readonly name: NodeId;
+  readonly rpcAddr: string;
+  readonly state: "alive" | "suspect" | "failed" | "left";
+}
+
+/** The next membership change, or nothing to do. */
+export type ReconcileAction =
+  | { readonly type: "addLearner"; readonly id: NodeId; readonly address: string }
+  | { readonly type: "promote"; readonly id: NodeId }
+  | { readonly type: "remove"; readonly id: NodeId; readonly reason: "left" | "dead" };
+
+/** Everything the decision depends on. */
+export interface ReconcileInput {
+  readonly selfId: NodeId;
+  readonly config: Config;
+  /** Highest index each member is known to have (leader's progress). */
+  readonly match: Readonly<Record<NodeId, number>>;
+  readonly commitIndex: number;
+  readonly members: readonly ReconcileMember[];
+  /** Members the leader has reached over the peer transport (mutual TLS when configured). */
+  readonly verified: ReadonlySet<NodeId>;
+  /** Remove failed voters while at least `deadServerMinQuorum` voters remain. */
+  readonly deadServerCleanup: boolean;
+  readonly deadServerMinQuorum: number;
+  /** A learner within this many entries of the commit index counts as caught up. */
+  readonly promoteLagEntries?: number;
+}
+
+/**
+ * Decides one change, in order of urgency: remove members that left on purpose; add alive
+ * members that are not in the configuration as learners (once verified reachable); promote
+ * learners that caught up; optionally remove dead voters above the minimum quorum. Returns
+ * the members to verify when an addition waits on reachability.
+ */
+export function nextReconcileAction(
+  input: ReconcileInput,
+): { action?: ReconcileAction; verify: NodeId[] } {
+  const { config, selfId } = input;
+  const inConfig = (id: NodeId) => config.voters.includes(id) || config.learners.includes(id);
+  const byName = new Map(input.members.map((m) => [m.name, m]));
+
+  for (const m of input.members) {
+    if (m.state === "left" && m.name !== selfId && inConfig(m.name)) {
+      return { action: { type: "remove", id: m.name, reason: "left" }, verify: [] };
+    }
+  }
+
+  const verify: NodeId[] = [];
+  for (const m of input.members) {
+    if (m.state !== "alive" || m.rpcAddr === "" || inConfig(m.name)) continue;
+    if (input.verified.has(m.name)) {
+      return { action: { type: "addLearner", id: m.name, address: m.rpcAddr }, verify: [] };
+    }
+    verify.push(m.name);
+  }
+
+  const lag = input.promoteLagEntries ?? 64;
+  for (const id of config.learners) {
+    const m = byName.get(id);
+    if (m?.state !== "alive") continue;
+    if ((input.match[id] ?? 0) + lag >= input.commitIndex) {
+      return { action: { type: "promote", id }, verify };
+    }
+  }
+
+  if (input.deadServerCleanup) {
+    for (const id of config.voters) {
+      const m = byName.get(id);
+      if (id === selfId || m?.state !== "failed") continue;
+      if (config.voters.length - 1 >= input.deadServerMinQuorum) {
+        return { action: { type: "remove", id, reason: "dead" }, verify };
+      }
+    }
+  }
+  return { verify };
+}
+
+/**
+ * The configuration `bootstrap-expect` nodes agree on: the first `expect` alive members with
+ * an RPC address, sorted by name. Undefined until enough are seen, or when this node is not
+ * among them (it then waits to be added by the cluster's leader).
+ */
+export function expectedBootstrapConfig(
+  selfId: NodeId,
+  members: readonly ReconcileMember[],
+  expect: number,
+): Config | undefined {
+  const alive = members
+    .filter((m) => m.state === "alive" && m.rpcAddr !== "")
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (alive.length < expect) return undefined;
+  const chosen = alive.slice(0, expect);
+  if (!chosen.some((m) => m.name === selfId)) return undefined;
+  return {
+    voters: chosen.map((m) => m.name),
+    learners: [],
+    addresses: Object.fromEntries(chosen.map((m) => [m.name, m.rpcAddr])),
+  };
+}

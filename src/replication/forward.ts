@@ -1,0 +1,78 @@
+/**
+ * Requests that travel between nodes beside Raft messages, on the same peer connection:
+ * a follower forwards a client's write (or an admin action) to the leader, and the leader
+ * checks that a would-be member answers over mutual TLS before adding it.
+ */
+import type { CommandResult } from "../kv/mod.ts";
+import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
+import { ByteReader, ByteWriter } from "./_binary.ts";
+
+/** Request kinds on the peer transport. */
+export const RequestKind = {
+  /** Payload: an encoded command. Answer: an encoded CommandResult. */
+  apply: 1,
+  /** Payload: empty. Answer: the node id. Proves the peer is reachable over mutual TLS. */
+  ping: 2,
+  /** Payload: JSON AdminRequest. Answer: JSON string result. */
+  admin: 3,
+} as const;
+
+/** An admin action forwarded to the leader. */
+export type AdminRequest =
+  | { readonly type: "remove"; readonly id: string }
+  | { readonly type: "transfer"; readonly id: string };
+
+const R_OK = 1, R_VALUE = 2, R_EXISTED = 4, R_HAS_EXISTED = 8, R_LENGTH = 16;
+
+/** Encodes a command result for the trip back to the forwarding follower. */
+export function encodeResult(r: CommandResult): Uint8Array {
+  const w = new ByteWriter(32 + (r.value?.length ?? 0));
+  let flags = r.ok ? R_OK : 0;
+  if (r.value !== undefined) flags |= R_VALUE;
+  if (r.existed !== undefined) flags |= R_HAS_EXISTED | (r.existed ? R_EXISTED : 0);
+  if (r.length !== undefined) flags |= R_LENGTH;
+  w.u8(flags);
+  w.varint(r.version);
+  if (r.value !== undefined) w.bytes(r.value);
+  if (r.length !== undefined) w.varint(r.length);
+  return w.finish();
+}
+
+/** Decodes what `encodeResult` made. */
+export function decodeResult(bytes: Uint8Array): CommandResult {
+  const r = new ByteReader(bytes);
+  const flags = r.u8();
+  const version = r.varint();
+  const value = flags & R_VALUE ? r.bytes() : undefined;
+  const length = flags & R_LENGTH ? r.varint() : undefined;
+  r.end();
+  return {
+    ok: (flags & R_OK) !== 0,
+    version,
+    ...(value !== undefined ? { value } : {}),
+    ...(flags & R_HAS_EXISTED ? { existed: (flags & R_EXISTED) !== 0 } : {}),
+    ...(length !== undefined ? { length } : {}),
+  };
+}
+
+const NOT_LEADER = "NOT_LEADER";
+const UNAVAILABLE = "UNAVAILABLE";
+const INVALID = "INVALID_ARGUMENT";
+
+/** Turns an error into the message of an error frame, keeping its kind. */
+export function errorToWire(err: unknown): string {
+  if (err instanceof NotLeaderError) return `${NOT_LEADER}:${err.leaderId ?? ""}`;
+  if (err instanceof UnavailableError) return `${UNAVAILABLE}:${err.message}`;
+  if (err instanceof InvalidArgumentError) return `${INVALID}:${err.message}`;
+  return `${UNAVAILABLE}:${err instanceof Error ? err.message : String(err)}`;
+}
+
+/** Rebuilds the typed error from an error frame's message. */
+export function errorFromWire(message: string): Error {
+  const at = message.indexOf(":");
+  const kind = at < 0 ? "" : message.slice(0, at);
+  const rest = at < 0 ? message : message.slice(at + 1);
+  if (kind === NOT_LEADER) return new NotLeaderError(rest || undefined);
+  if (kind === INVALID) return new InvalidArgumentError(rest);
+  return new UnavailableError(rest);
+}

@@ -1,0 +1,709 @@
+/**
+ * The replication host: everything around the pure Raft core that touches the world. It owns
+ * the tick timer, the Deno KV storage, the peer transport, the state machine and the futures
+ * of pending proposals and reads. Its loop is the Ready contract: take `ready()`, persist it
+ * (one atomic commit per batch), send, apply, `advance()`. Proposals and reads that arrive
+ * while a batch is being persisted simply join the next batch, which is what makes writes
+ * cheap under load.
+ */
+import type { Duplex } from "node:stream";
+import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
+import { type Command, type CommandResult, encodeCommand, type KvStateMachine } from "../kv/mod.ts";
+import {
+  type Config,
+  type ConfigChange,
+  type Entry,
+  isVoter,
+  type Message,
+  type NodeId,
+  RaftNode,
+  type RaftStatus,
+  type Random,
+  type Ready,
+  type SoftState,
+} from "../raft/mod.ts";
+import {
+  type AdminRequest,
+  decodeResult,
+  encodeResult,
+  errorFromWire,
+  errorToWire,
+  RequestKind,
+} from "./forward.ts";
+import type { RaftStorage } from "./storage.ts";
+import { PeerTransport } from "./transport.ts";
+
+/** What the host reports to metrics and logs; every hook is optional. */
+export interface ReplicationHooks {
+  onSoftState?(state: SoftState): void;
+  onCommitted?(commitIndex: number, appliedIndex: number): void;
+  onProposalCommitted?(seconds: number): void;
+  onAppendBatch?(entries: number): void;
+  onStorageCommit?(seconds: number): void;
+  onSnapshot?(info: { index: number; bytes: number; seconds: number }): void;
+  onConfig?(config: Config): void;
+  log?(
+    level: "debug" | "info" | "warn" | "error",
+    message: string,
+    props?: Record<string, unknown>,
+  ): void;
+}
+
+/** Options of a replication host. Times are in milliseconds or ticks, as named. */
+export interface ReplicationOptions {
+  readonly nodeId: NodeId;
+  /** This node's RPC address as peers reach it ("host:port"); stored in the Raft config. */
+  readonly rpcAddr: string;
+  readonly storage: RaftStorage;
+  readonly fsm: KvStateMachine;
+  /** Opens a Raft connection to a peer's RPC address (TLS with ALPN mokv-raft, or 0x01 plain). */
+  readonly dial: (addr: string) => Promise<Duplex>;
+  /** Certificate CNs accepted on incoming Raft connections; empty accepts any (plaintext mode). */
+  readonly allowedPeerCns?: readonly string[];
+  /** Length of one tick. Default 50 ms. */
+  readonly tickMs?: number;
+  /** Election timeout base in ticks. Default 6 (300 to 600 ms with 50 ms ticks). */
+  readonly electionTicks?: number;
+  /** Heartbeat interval in ticks. Default 1. */
+  readonly heartbeatTicks?: number;
+  /** Applied entries between snapshots (and log compactions). Default 8192. */
+  readonly snapshotEntries?: number;
+  /** How long a client request may wait for a leader, a commit or a read. Default 5000 ms. */
+  readonly requestTimeoutMs?: number;
+  readonly random?: Random;
+  readonly hooks?: ReplicationHooks;
+}
+
+interface PendingProposal {
+  readonly term: number;
+  readonly startedMs: number;
+  readonly deadlineMs: number;
+  readonly resolve: (r: CommandResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+interface ReadWaiter {
+  readonly deadlineMs: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
+
+/** The node's replicated log: proposals, reads and membership go through here. */
+export class ReplicationHost {
+  readonly nodeId: NodeId;
+  readonly rpcAddr: string;
+  readonly transport: PeerTransport;
+  private readonly raft: RaftNode;
+  private readonly storage: RaftStorage;
+  private readonly fsm: KvStateMachine;
+  private readonly tickMs: number;
+  private readonly electionTicks: number;
+  private readonly snapshotEntries: number;
+  private readonly requestTimeoutMs: number;
+  private readonly hooks: ReplicationHooks;
+  private readonly hadState: boolean;
+
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private running = false;
+  private loopDone: Promise<void> = Promise.resolve();
+  private wakeResolve: (() => void) | undefined;
+  private wakePending = false;
+  private fatal: Error | undefined;
+
+  private proposals = new Map<number, PendingProposal>();
+  private readQueue: ReadWaiter[] = [];
+  private readRetry: ReadWaiter[] = [];
+  private readInFlight: { context: number; sentTick: number; waiters: ReadWaiter[] } | undefined;
+  private appliedWaiters: { index: number; waiters: ReadWaiter[] }[] = [];
+  private readSeq = 0;
+  private ticks = 0;
+  private lastSnapshotIndex: number;
+  private softState: SoftState = { leader: "", role: "follower", term: 0 };
+  /** Addresses learned outside the Raft config (gossip), for nodes not yet in it. */
+  private readonly addressBook = new Map<NodeId, string>();
+  private configListeners: ((config: Config) => void)[] = [];
+
+  private constructor(opts: ReplicationOptions, raft: RaftNode, hadState: boolean) {
+    this.nodeId = opts.nodeId;
+    this.rpcAddr = opts.rpcAddr;
+    this.raft = raft;
+    this.storage = opts.storage;
+    this.fsm = opts.fsm;
+    this.tickMs = opts.tickMs ?? 50;
+    this.electionTicks = opts.electionTicks ?? 6;
+    this.snapshotEntries = opts.snapshotEntries ?? 8192;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
+    this.hooks = opts.hooks ?? {};
+    this.hadState = hadState;
+    this.lastSnapshotIndex = raft.status().snapshotIndex;
+    this.transport = new PeerTransport({
+      selfId: opts.nodeId,
+      dial: opts.dial,
+      onMessages: (msgs) => this.receive(msgs),
+      onRequest: (from, kind, payload) => this.handleRequest(from, kind, payload),
+      allowedPeerCns: opts.allowedPeerCns,
+    });
+  }
+
+  /**
+   * Loads the persisted state (restoring the latest snapshot into `fsm`, then letting the
+   * log tail replay through the first Ready) and builds the host. Does not start it.
+   */
+  static async open(opts: ReplicationOptions): Promise<ReplicationHost> {
+    const persisted = await opts.storage.load();
+    if (persisted.snapshot) opts.fsm.restore(persisted.snapshot.data);
+    const hadState = persisted.hardState.term > 0 || persisted.entries.length > 0 ||
+      persisted.snapshot !== undefined;
+    const raft = new RaftNode(
+      {
+        id: opts.nodeId,
+        random: opts.random ?? Math.random,
+        electionTicks: opts.electionTicks ?? 6,
+        heartbeatTicks: opts.heartbeatTicks ?? 1,
+      },
+      hadState ? persisted : undefined,
+    );
+    return new ReplicationHost(opts, raft, hadState);
+  }
+
+  /** True when this node had Raft state on disk: such a node never bootstraps again. */
+  hasState(): boolean {
+    return this.hadState || this.raft.status().lastIndex > 0;
+  }
+
+  /** Makes `config` the first configuration of a new cluster; refused if there is any state. */
+  bootstrap(config: Config): void {
+    if (this.hasState()) throw new InvalidArgumentError("this node already has Raft state");
+    this.raft.bootstrap(config);
+    this.wake();
+  }
+
+  /** Starts the tick timer and the Ready loop. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.timer = setInterval(() => this.onTick(), this.tickMs);
+    this.loopDone = this.loop();
+  }
+
+  /** Stops ticking, lets the current batch finish, fails what is pending, closes the transport. */
+  async close(): Promise<void> {
+    if (!this.running) {
+      await this.transport.close();
+      return;
+    }
+    this.running = false;
+    clearInterval(this.timer);
+    this.wake();
+    await this.loopDone;
+    const err = new UnavailableError("node is shutting down");
+    for (const p of this.proposals.values()) p.reject(err);
+    this.proposals.clear();
+    this.failReads(err);
+    await this.transport.close();
+  }
+
+  /** Incoming Raft connection from the shared port. */
+  acceptPeer(socket: Duplex, peer: { cn: string }): void {
+    this.transport.accept(socket, peer);
+  }
+
+  /** Remembers how to reach a node that may not be in the Raft config yet (from gossip). */
+  setAddress(id: NodeId, addr: string): void {
+    this.addressBook.set(id, addr);
+  }
+
+  /** Called with the new configuration whenever one is appended or restored. */
+  onConfigChange(listener: (config: Config) => void): void {
+    this.configListeners.push(listener);
+  }
+
+  status(): RaftStatus {
+    return this.raft.status();
+  }
+
+  /** The RPC address of a member, from the Raft config or the address book. */
+  addressOf(id: NodeId): string | undefined {
+    return this.raft.status().config.addresses[id] ?? this.addressBook.get(id);
+  }
+
+  /** Has this node a leader and applied everything it knows committed? */
+  isCaughtUp(): boolean {
+    const st = this.raft.status();
+    return st.leader !== "" && this.fsm.appliedIndex >= st.commit;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Writes
+
+  /**
+   * Replicates `cmd` and resolves with its result once committed and applied here. On a
+   * follower the write is forwarded to the leader. Waits for a leader up to the request
+   * timeout; retries only where the write certainly did not happen.
+   */
+  async apply(cmd: Command): Promise<CommandResult> {
+    return await this.applyEncoded(encodeCommand(cmd));
+  }
+
+  private async applyEncoded(data: Uint8Array): Promise<CommandResult> {
+    const deadline = Date.now() + this.requestTimeoutMs;
+    for (let attempt = 0;; attempt++) {
+      this.throwIfFatal();
+      if (!this.running) throw new UnavailableError("node is shutting down");
+      const st = this.raft.status();
+      try {
+        if (st.role === "leader") return await this.proposeLocal(data, deadline);
+        const addr = st.leader === "" ? undefined : this.addressOf(st.leader);
+        if (addr === undefined) throw new NotLeaderError(undefined);
+        const reply = await this.transport.request(
+          addr,
+          RequestKind.apply,
+          data,
+          Math.max(1, deadline - Date.now()),
+        );
+        return decodeResult(reply);
+      } catch (err) {
+        const retryable = err instanceof NotLeaderError ||
+          (err instanceof UnavailableError && (err as RetryableMarker).notApplied === true);
+        const remote = isRemoteError(err) ? errorFromWire(err.message) : undefined;
+        if (!retryable && !(remote instanceof NotLeaderError)) {
+          throw remote ?? (err instanceof Error ? err : new UnavailableError(String(err)));
+        }
+        if (Date.now() + this.tickMs > deadline) {
+          throw new UnavailableError("no leader could take the write in time; retry");
+        }
+        await sleep(Math.min(this.tickMs * Math.min(attempt + 1, 4), 200));
+      }
+    }
+  }
+
+  /** Leader: appends and waits for the entry to be applied. */
+  private proposeLocal(data: Uint8Array, deadlineMs: number): Promise<CommandResult> {
+    let index: number, term: number;
+    try {
+      ({ index, term } = this.raft.propose(data));
+    } catch (err) {
+      // Refused before anything was appended (not leader, transfer in progress): retryable.
+      if (err instanceof UnavailableError) (err as RetryableMarker).notApplied = true;
+      throw err;
+    }
+    return new Promise((resolve, reject) => {
+      this.proposals.set(index, {
+        term,
+        startedMs: performance.now(),
+        deadlineMs,
+        resolve,
+        reject,
+      });
+      this.wake();
+    });
+  }
+
+  /** Leader only: proposes a membership change and waits until it is applied. */
+  async changeConfig(change: ConfigChange): Promise<void> {
+    const { index, term } = this.raft.proposeConfigChange(change);
+    await new Promise<CommandResult>((resolve, reject) => {
+      this.proposals.set(index, {
+        term,
+        startedMs: performance.now(),
+        deadlineMs: Date.now() + this.requestTimeoutMs,
+        resolve,
+        reject,
+      });
+      this.wake();
+    });
+  }
+
+  /** Removes a member; forwarded to the leader from a follower. */
+  async removeServer(id: NodeId): Promise<void> {
+    await this.admin({ type: "remove", id });
+  }
+
+  /**
+   * Moves leadership to `id` (or to the most caught-up voter when empty) and resolves with the
+   * new leader's id once it leads. Forwarded to the leader from a follower.
+   */
+  async transferLeadership(id = ""): Promise<string> {
+    return await this.admin({ type: "transfer", id });
+  }
+
+  private async admin(req: AdminRequest): Promise<string> {
+    const st = this.raft.status();
+    if (st.role === "leader") return await this.adminLocal(req);
+    const addr = st.leader === "" ? undefined : this.addressOf(st.leader);
+    if (addr === undefined) throw new UnavailableError("no leader known; retry");
+    try {
+      const reply = await this.transport.request(
+        addr,
+        RequestKind.admin,
+        new TextEncoder().encode(JSON.stringify(req)),
+        this.requestTimeoutMs,
+      );
+      return new TextDecoder().decode(reply);
+    } catch (err) {
+      throw isRemoteError(err) ? errorFromWire(err.message) : err;
+    }
+  }
+
+  private async adminLocal(req: AdminRequest): Promise<string> {
+    switch (req.type) {
+      case "remove":
+        if (
+          !this.raft.status().config.voters.includes(req.id) &&
+          !this.raft.status().config.learners.includes(req.id)
+        ) {
+          throw new InvalidArgumentError(`${req.id} is not a member`);
+        }
+        await this.changeConfig({ type: "remove", id: req.id });
+        return req.id;
+      case "transfer":
+        return await this.transferLocal(req.id);
+      default: {
+        const never: never = req;
+        throw new InvalidArgumentError(`unknown admin request ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private async transferLocal(target: NodeId): Promise<string> {
+    const st = this.raft.status();
+    let to = target;
+    if (to === "") {
+      let best = -1;
+      for (const id of st.config.voters) {
+        const m = st.progress[id]?.match ?? 0;
+        if (id !== this.nodeId && m > best) {
+          best = m;
+          to = id;
+        }
+      }
+      if (to === "") throw new UnavailableError("no other voter to transfer leadership to");
+    }
+    if (to === this.nodeId) return to;
+    this.raft.transferLeadership(to);
+    this.wake();
+    const deadline = Date.now() + this.tickMs * this.electionTicks * 3;
+    while (Date.now() < deadline) {
+      await sleep(this.tickMs);
+      const now = this.raft.status();
+      if (now.leader === to) return to;
+      if (now.role !== "leader" && now.leader !== "" && now.leader !== this.nodeId) {
+        return now.leader;
+      }
+      if (now.role === "leader" && now.leadTransferee === "") break;
+    }
+    throw new UnavailableError(`leadership transfer to ${to} did not complete`);
+  }
+
+  /** Checks that a peer answers over the peer transport (mutual TLS when configured). */
+  async ping(addr: string): Promise<string> {
+    const reply = await this.transport.request(addr, RequestKind.ping, new Uint8Array(0), 2000);
+    return new TextDecoder().decode(reply);
+  }
+
+  private async handleRequest(
+    _from: string,
+    kind: number,
+    payload: Uint8Array,
+  ): Promise<Uint8Array> {
+    try {
+      switch (kind) {
+        case RequestKind.apply: {
+          if (this.raft.status().role !== "leader") {
+            throw new NotLeaderError(this.raft.status().leader || undefined);
+          }
+          const r = await this.proposeLocal(payload, Date.now() + this.requestTimeoutMs);
+          return encodeResult(r);
+        }
+        case RequestKind.ping:
+          return new TextEncoder().encode(this.nodeId);
+        case RequestKind.admin: {
+          if (this.raft.status().role !== "leader") {
+            throw new NotLeaderError(this.raft.status().leader || undefined);
+          }
+          const req = JSON.parse(new TextDecoder().decode(payload)) as AdminRequest;
+          return new TextEncoder().encode(await this.adminLocal(req));
+        }
+        default:
+          throw new InvalidArgumentError(`unknown request kind ${kind}`);
+      }
+    } catch (err) {
+      throw new Error(errorToWire(err));
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Reads
+
+  /**
+   * Resolves once this node's state machine reflects every write committed before the call
+   * (ReadIndex: the leader confirms its leadership with a quorum; a follower asks the leader
+   * for the index and waits to apply it). Reads arriving together share one round.
+   */
+  readBarrier(consistency: "linearizable" | "stale"): Promise<void> {
+    if (consistency === "stale") return Promise.resolve();
+    this.throwIfFatal();
+    return new Promise((resolve, reject) => {
+      this.readQueue.push({ deadlineMs: Date.now() + this.requestTimeoutMs, resolve, reject });
+      this.wake();
+    });
+  }
+
+  /** Starts a ReadIndex round for every queued read, unless one is already out. */
+  private issueReads(): void {
+    if (this.readInFlight !== undefined || this.readQueue.length === 0) return;
+    const waiters = this.readQueue;
+    this.readQueue = [];
+    const context = ++this.readSeq;
+    try {
+      this.raft.readIndex(context);
+      this.readInFlight = { context, sentTick: this.ticks, waiters };
+    } catch {
+      this.readRetry.push(...waiters); // no leader known yet: try again next tick
+    }
+  }
+
+  private handleReads(rd: Ready): void {
+    for (const rs of rd.readStates) {
+      if (this.readInFlight?.context !== rs.context) continue;
+      const { waiters } = this.readInFlight;
+      this.readInFlight = undefined;
+      if (this.fsm.appliedIndex >= rs.index) { for (const w of waiters) w.resolve(); }
+      else this.appliedWaiters.push({ index: rs.index, waiters });
+    }
+    for (const c of rd.droppedReads) {
+      if (this.readInFlight?.context !== c) continue;
+      this.readRetry.push(...this.readInFlight.waiters);
+      this.readInFlight = undefined;
+    }
+  }
+
+  private resolveAppliedWaiters(): void {
+    if (this.appliedWaiters.length === 0) return;
+    const applied = this.fsm.appliedIndex;
+    const still: typeof this.appliedWaiters = [];
+    for (const aw of this.appliedWaiters) {
+      if (applied >= aw.index) { for (const w of aw.waiters) w.resolve(); }
+      else still.push(aw);
+    }
+    this.appliedWaiters = still;
+  }
+
+  private failReads(err: Error): void {
+    const all = [
+      ...this.readQueue,
+      ...this.readRetry,
+      ...(this.readInFlight?.waiters ?? []),
+      ...this.appliedWaiters.flatMap((a) => a.waiters),
+    ];
+    this.readQueue = [];
+    this.readRetry = [];
+    this.readInFlight = undefined;
+    this.appliedWaiters = [];
+    for (const w of all) w.reject(err);
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The loop
+
+  private receive(msgs: readonly Message[]): void {
+    if (!this.running) return;
+    for (const m of msgs) this.raft.step(m);
+    this.wake();
+  }
+
+  private onTick(): void {
+    this.ticks++;
+    this.raft.tick();
+    for (const id of this.transport.takeUnreachable()) this.raft.reportUnreachable(id);
+    // Reads whose round went unanswered (a lost message) or found no leader go again.
+    if (this.readInFlight && this.ticks - this.readInFlight.sentTick > this.electionTicks * 2) {
+      this.readRetry.push(...this.readInFlight.waiters);
+      this.readInFlight = undefined;
+    }
+    if (this.readRetry.length > 0) {
+      this.readQueue.push(...this.readRetry);
+      this.readRetry = [];
+    }
+    if (this.ticks % 10 === 0) this.expireRequests();
+    this.wake();
+  }
+
+  private expireRequests(): void {
+    const now = Date.now();
+    const err = new UnavailableError("request timed out waiting for the cluster; retry");
+    for (const [index, p] of this.proposals) {
+      if (p.deadlineMs < now) {
+        this.proposals.delete(index);
+        p.reject(err);
+      }
+    }
+    const keep = (w: ReadWaiter) => {
+      if (w.deadlineMs >= now) return true;
+      w.reject(err);
+      return false;
+    };
+    this.readQueue = this.readQueue.filter(keep);
+    this.readRetry = this.readRetry.filter(keep);
+    for (const aw of this.appliedWaiters) aw.waiters = aw.waiters.filter(keep);
+  }
+
+  private wake(): void {
+    const r = this.wakeResolve;
+    if (r) {
+      this.wakeResolve = undefined;
+      r();
+    } else {
+      this.wakePending = true;
+    }
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      if (!this.wakePending) await new Promise<void>((r) => (this.wakeResolve = r));
+      this.wakePending = false;
+      try {
+        this.issueReads();
+        await this.drainReady();
+      } catch (err) {
+        // Storage failed: the node cannot keep its promises any more, so it stops serving.
+        this.fatal = err instanceof Error ? err : new Error(String(err));
+        this.hooks.log?.("error", "replication loop stopped", { error: this.fatal.message });
+        this.running = false;
+        clearInterval(this.timer);
+        const unavailable = new UnavailableError(`node failed: ${this.fatal.message}`);
+        for (const p of this.proposals.values()) p.reject(unavailable);
+        this.proposals.clear();
+        this.failReads(unavailable);
+      }
+    }
+  }
+
+  private async drainReady(): Promise<void> {
+    while (this.raft.hasReady()) {
+      const rd = this.raft.ready();
+      if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+        const t0 = performance.now();
+        await this.storage.save({
+          hardState: rd.hardState,
+          entries: rd.entries,
+          snapshot: rd.snapshot,
+        });
+        this.hooks.onStorageCommit?.((performance.now() - t0) / 1000);
+        if (rd.entries.length > 0) this.hooks.onAppendBatch?.(rd.entries.length);
+      }
+      if (rd.snapshot) {
+        this.fsm.restore(rd.snapshot.data);
+        this.lastSnapshotIndex = rd.snapshot.meta.index;
+        for (const [index, p] of this.proposals) {
+          if (index <= rd.snapshot.meta.index) {
+            this.proposals.delete(index);
+            p.reject(new UnavailableError("leadership changed; outcome unknown, retry"));
+          }
+        }
+        this.emitConfig(rd.snapshot.meta.config);
+      }
+      this.send(rd.messages);
+      for (const e of rd.committed) this.applyEntry(e);
+      this.handleReads(rd);
+      if (rd.softState) {
+        this.softState = rd.softState;
+        this.hooks.onSoftState?.(rd.softState);
+      }
+      this.raft.advance();
+      this.resolveAppliedWaiters();
+      if (rd.committed.length > 0) {
+        this.hooks.onCommitted?.(this.raft.status().commit, this.fsm.appliedIndex);
+      }
+      await this.maybeSnapshot();
+    }
+  }
+
+  private send(msgs: readonly Message[]): void {
+    if (msgs.length === 0) return;
+    const byPeer = new Map<NodeId, Message[]>();
+    for (const m of msgs) {
+      const list = byPeer.get(m.to);
+      if (list) list.push(m);
+      else byPeer.set(m.to, [m]);
+    }
+    for (const [to, list] of byPeer) {
+      const addr = this.addressOf(to);
+      if (addr === undefined) {
+        this.hooks.log?.("debug", "no address for peer; dropping messages", { peer: to });
+        continue;
+      }
+      this.transport.send(to, addr, list);
+    }
+  }
+
+  private applyEntry(e: Entry): void {
+    let result: CommandResult = { ok: true, version: e.index };
+    if (e.type === "normal" && e.data.length > 0) {
+      result = this.fsm.apply(e.index, e.data);
+    } else {
+      this.fsm.markApplied(e.index);
+      if (e.type === "config") this.emitConfig(e.config);
+    }
+    const p = this.proposals.get(e.index);
+    if (!p) return;
+    this.proposals.delete(e.index);
+    if (p.term === e.term) {
+      this.hooks.onProposalCommitted?.((performance.now() - p.startedMs) / 1000);
+      p.resolve(result);
+    } else {
+      const err = new UnavailableError("leadership changed before the write committed; retry");
+      (err as RetryableMarker).notApplied = true;
+      p.reject(err);
+    }
+  }
+
+  private emitConfig(config: Config): void {
+    this.hooks.onConfig?.(config);
+    for (const l of this.configListeners) l(config);
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    const applied = this.fsm.appliedIndex;
+    if (applied - this.lastSnapshotIndex < this.snapshotEntries) return;
+    const t0 = performance.now();
+    const snap = this.raft.compact(applied, this.fsm.snapshot());
+    this.lastSnapshotIndex = applied;
+    if (!snap) return;
+    await this.storage.saveSnapshot(snap);
+    this.hooks.onSnapshot?.({
+      index: snap.meta.index,
+      bytes: snap.data.length,
+      seconds: (performance.now() - t0) / 1000,
+    });
+  }
+
+  /** A consistent copy of the state machine, after a linearizable read barrier. */
+  async backup(): Promise<Uint8Array> {
+    await this.readBarrier("linearizable");
+    return this.fsm.snapshot();
+  }
+
+  /** Is `id` a voter in the current configuration? */
+  isVoter(id: NodeId): boolean {
+    return isVoter(this.raft.status().config, id);
+  }
+
+  private throwIfFatal(): void {
+    if (this.fatal) throw new UnavailableError(`node failed: ${this.fatal.message}`);
+  }
+}
+
+/** Marks an UnavailableError for a write that certainly was not applied (safe to retry). */
+interface RetryableMarker {
+  notApplied?: boolean;
+}
+
+/** The transport's error for an error frame: its message carries the remote typed error. */
+function isRemoteError(err: unknown): err is Error {
+  return err instanceof Error && /^(NOT_LEADER|UNAVAILABLE|INVALID_ARGUMENT):/.test(err.message);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

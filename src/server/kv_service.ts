@@ -1,0 +1,442 @@
+/**
+ * The api.KV and api.Admin handlers over a {@link KvBackend}: validation at the edge,
+ * authorization, consistency, and one observation per RPC. Errors stay typed until
+ * status.ts maps them.
+ */
+import * as grpc from "@grpc/grpc-js";
+import type {
+  AppendRequest,
+  AppendResponse,
+  CompareAndSetRequest,
+  CompareAndSetResponse,
+  Consistency,
+  DeleteRequest,
+  DeleteResponse,
+  Empty,
+  GetRequest,
+  GetResponse,
+  GetServersResponse,
+  ListRequest,
+  MembersResponse,
+  MessageInput,
+  RemoveServerRequest,
+  SetRequest,
+  SetResponse,
+  SnapshotChunk,
+  TransferLeadershipRequest,
+  TransferLeadershipResponse,
+} from "../api/mod.ts";
+import {
+  EmptyKeyError,
+  InvalidArgumentError,
+  KeyNotFoundError,
+  KeyTooLargeError,
+  PermissionDeniedError,
+  ValueTooLargeError,
+} from "../errors.ts";
+import type { ClientSession } from "../kv/mod.ts";
+import type { KvBackend, ReadConsistency } from "./backend.ts";
+import { toGrpcStatus } from "./status.ts";
+
+/** Default limit on a key's UTF-8 length. */
+export const DEFAULT_MAX_KEY_BYTES = 4096;
+/** Default limit on a value's length (1 MiB). */
+export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+/** Size of the chunks Admin.Snapshot streams. */
+export const SNAPSHOT_CHUNK_BYTES = 256 * 1024;
+
+/** What an authorization decision is about: produce (writes), consume (reads), admin. */
+export type AuthAction = "produce" | "consume" | "admin";
+
+/** Decides whether `subject` (the client certificate's CN; "" in plaintext) may act on object. */
+export type AuthorizeFn = (
+  subject: string,
+  object: string,
+  action: AuthAction,
+) => boolean | Promise<boolean>;
+
+/** One finished RPC, reported once (metrics and logging plug in here). */
+export interface RequestInfo {
+  /** The full gRPC method path, e.g. "/api.KV/Get". */
+  readonly method: string;
+  readonly code: grpc.status;
+  readonly durationMs: number;
+  readonly subject: string;
+  /** The error behind a non-OK code. */
+  readonly error?: Error;
+}
+
+/** Settings of the api.KV / api.Admin handlers. */
+export interface KvServiceOptions {
+  readonly backend: KvBackend;
+  /** Absent: everything is allowed (plaintext development mode). */
+  readonly authorize?: AuthorizeFn;
+  /** Called once per KV/Admin RPC. Absent: INTERNAL errors are written to stderr. */
+  readonly onRequest?: (info: RequestInfo) => void;
+  /** Longest key accepted, in UTF-8 bytes; default {@link DEFAULT_MAX_KEY_BYTES}. */
+  readonly maxKeyBytes?: number;
+  /** Longest value accepted (and longest value Append may produce); default 1 MiB. */
+  readonly maxValueBytes?: number;
+  /** Wall clock stamped on commands (session expiry); default Date.now. */
+  readonly nowMs?: () => number;
+}
+
+/** Handlers ready for `server.addService(kvServiceDefinition, kv)` and the Admin service. */
+export interface KvServiceHandlers {
+  readonly kv: grpc.UntypedServiceImplementation;
+  readonly admin: grpc.UntypedServiceImplementation;
+}
+
+interface Authz {
+  readonly action: AuthAction;
+  readonly object: string;
+}
+
+const encoder = new TextEncoder();
+const EMPTY_BYTES = new Uint8Array(0);
+const ALL: Authz = { action: "consume", object: "*" };
+const ADMIN: Authz = { action: "admin", object: "*" };
+
+function consistencyOf(c: Consistency | undefined): ReadConsistency {
+  return c === "STALE" ? "stale" : "linearizable";
+}
+
+/** The client certificate's Common Name, or "" without TLS. */
+export function subjectOf(
+  call: Pick<grpc.ServerUnaryCall<unknown, unknown>, "getAuthContext">,
+): string {
+  const cn = call.getAuthContext()?.sslPeerCertificate?.subject?.CN;
+  return typeof cn === "string" ? cn : "";
+}
+
+/**
+ * Builds the api.KV and api.Admin handlers. Guarantees: every request is validated (empty or
+ * oversized key or value → INVALID_ARGUMENT) and authorized before it reaches the backend; a
+ * handler never throws into grpc-js (any failure becomes a status); `onRequest` sees each RPC
+ * exactly once.
+ */
+export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHandlers {
+  const backend = options.backend;
+  const maxKeyBytes = options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
+  const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+  const nowMs = options.nowMs ?? Date.now;
+  const authorize = options.authorize;
+  const onRequest = options.onRequest ?? ((info: RequestInfo) => {
+    if (info.code === grpc.status.INTERNAL) {
+      console.error(`mokv: ${info.method} failed:`, info.error);
+    }
+  });
+
+  function checkKey(key: string): void {
+    if (key.length === 0) throw new EmptyKeyError();
+    // UTF-8 never uses fewer bytes than UTF-16 code units; only long keys need the exact count.
+    if (key.length * 3 > maxKeyBytes) {
+      const sizeBytes = encoder.encode(key).length;
+      if (sizeBytes > maxKeyBytes) throw new KeyTooLargeError(sizeBytes, maxKeyBytes);
+    }
+  }
+
+  function checkValue(value: Uint8Array): void {
+    if (value.length > maxValueBytes) throw new ValueTooLargeError(value.length, maxValueBytes);
+  }
+
+  function sessionOf(clientId: string, seq: number): ClientSession | undefined {
+    if (clientId === "") return undefined;
+    if (!(seq >= 1)) {
+      throw new InvalidArgumentError("seq must be >= 1 when client_id is set");
+    }
+    return { clientId, seq };
+  }
+
+  async function check(subject: string, authz: Authz): Promise<void> {
+    if (!authorize) return;
+    if (!(await authorize(subject, authz.object, authz.action))) {
+      throw new PermissionDeniedError(subject || "anonymous", authz.action, authz.object);
+    }
+  }
+
+  function report(
+    method: string,
+    startedMs: number,
+    subject: string,
+    error?: unknown,
+    code?: grpc.status,
+  ): void {
+    const status = code ?? (error === undefined ? grpc.status.OK : toGrpcStatus(error).code);
+    const info: RequestInfo = {
+      method,
+      code: status,
+      durationMs: performance.now() - startedMs,
+      subject,
+      ...(error === undefined
+        ? {}
+        : { error: error instanceof Error ? error : new Error(String(error)) }),
+    };
+    try {
+      onRequest(info);
+    } catch (hookError) {
+      console.error("mokv: onRequest hook threw:", hookError);
+    }
+  }
+
+  function unary<Req, Res>(
+    method: string,
+    validate: (req: Req) => Authz,
+    handle: (req: Req) => Promise<MessageInput<Res>>,
+  ): grpc.handleUnaryCall<Req, MessageInput<Res>> {
+    return (call, callback) => {
+      const startedMs = performance.now();
+      const subject = subjectOf(call);
+      (async () => {
+        const authz = validate(call.request);
+        await check(subject, authz);
+        return await handle(call.request);
+      })().then(
+        (response) => {
+          callback(null, response);
+          report(method, startedMs, subject);
+        },
+        (error: unknown) => {
+          callback(toGrpcStatus(error));
+          report(method, startedMs, subject, error);
+        },
+      );
+    };
+  }
+
+  function stream<Req, Res>(
+    method: string,
+    validate: (req: Req) => Authz,
+    produce: (req: Req) => Promise<Iterable<MessageInput<Res>>>,
+  ): grpc.handleServerStreamingCall<Req, MessageInput<Res>> {
+    return (call) => {
+      const startedMs = performance.now();
+      const subject = subjectOf(call);
+      let cancelled = false;
+      const stop = new Promise<void>((resolve) => {
+        call.once("cancelled", () => {
+          cancelled = true;
+          resolve();
+        });
+        call.once("close", resolve);
+        call.once("error", resolve);
+      });
+      (async () => {
+        const authz = validate(call.request);
+        await check(subject, authz);
+        for (const item of await produce(call.request)) {
+          if (cancelled) throw new CancelledError();
+          if (!call.write(item)) {
+            await Promise.race([new Promise((resolve) => call.once("drain", resolve)), stop]);
+          }
+        }
+      })().then(
+        () => {
+          call.end();
+          report(method, startedMs, subject);
+        },
+        (error: unknown) => {
+          if (cancelled) {
+            report(method, startedMs, subject, error, grpc.status.CANCELLED);
+          } else {
+            call.emit("error", toGrpcStatus(error));
+            report(method, startedMs, subject, error);
+          }
+        },
+      );
+    };
+  }
+
+  const kv: grpc.UntypedServiceImplementation = {
+    Get: unary<GetRequest, GetResponse>(
+      "/api.KV/Get",
+      (req) => {
+        checkKey(req.key);
+        return { action: "consume", object: req.key };
+      },
+      async (req) => {
+        await backend.readBarrier(consistencyOf(req.consistency));
+        const entry = backend.reader.get(req.key);
+        if (!entry) throw new KeyNotFoundError(req.key);
+        return { key: req.key, value: entry.value, version: entry.version };
+      },
+    ),
+    Set: unary<SetRequest, SetResponse>(
+      "/api.KV/Set",
+      (req) => {
+        checkKey(req.key);
+        checkValue(req.value);
+        return { action: "produce", object: req.key };
+      },
+      async (req) => {
+        const session = sessionOf(req.client_id, req.seq);
+        const result = await backend.apply({
+          type: "set",
+          key: req.key,
+          value: req.value,
+          timeMs: nowMs(),
+          ...(session ? { session } : {}),
+        });
+        return { ok: result.ok, version: result.version };
+      },
+    ),
+    Delete: unary<DeleteRequest, DeleteResponse>(
+      "/api.KV/Delete",
+      (req) => {
+        checkKey(req.key);
+        return { action: "produce", object: req.key };
+      },
+      async (req) => {
+        const session = sessionOf(req.client_id, req.seq);
+        const result = await backend.apply({
+          type: "delete",
+          key: req.key,
+          timeMs: nowMs(),
+          ...(session ? { session } : {}),
+        });
+        return { ok: result.ok, version: result.version, existed: result.existed ?? false };
+      },
+    ),
+    List: stream<ListRequest, GetResponse>(
+      "/api.KV/List",
+      (req) => {
+        for (const bound of [req.prefix, req.start]) {
+          const sizeBytes = encoder.encode(bound).length;
+          if (sizeBytes > maxKeyBytes) throw new KeyTooLargeError(sizeBytes, maxKeyBytes);
+        }
+        return { action: "consume", object: req.prefix === "" ? "*" : req.prefix };
+      },
+      async (req) => {
+        await backend.readBarrier(consistencyOf(req.consistency));
+        return mapIterable(
+          backend.reader.list({ prefix: req.prefix, start: req.start, limit: req.limit }),
+          (e) => ({ key: e.key, value: e.value, version: e.version }),
+        );
+      },
+    ),
+    GetServers: unary<Empty, GetServersResponse>("/api.KV/GetServers", () => ALL, async () => {
+      const servers = await backend.servers();
+      return {
+        servers: servers.map((s) => ({
+          id: s.id,
+          rpc_addr: s.rpcAddr,
+          is_leader: s.isLeader,
+          is_voter: s.isVoter,
+        })),
+      };
+    }),
+    Append: unary<AppendRequest, AppendResponse>(
+      "/api.KV/Append",
+      (req) => {
+        checkKey(req.key);
+        checkValue(req.value);
+        // Best effort: the value may grow between this check and the apply.
+        const current = backend.reader.get(req.key);
+        if (current && current.value.length + req.value.length > maxValueBytes) {
+          throw new ValueTooLargeError(current.value.length + req.value.length, maxValueBytes);
+        }
+        return { action: "produce", object: req.key };
+      },
+      async (req) => {
+        const session = sessionOf(req.client_id, req.seq);
+        const result = await backend.apply({
+          type: "append",
+          key: req.key,
+          value: req.value,
+          timeMs: nowMs(),
+          ...(session ? { session } : {}),
+        });
+        return { ok: result.ok, version: result.version, length: result.length ?? 0 };
+      },
+    ),
+    CompareAndSet: unary<CompareAndSetRequest, CompareAndSetResponse>(
+      "/api.KV/CompareAndSet",
+      (req) => {
+        checkKey(req.key);
+        checkValue(req.value);
+        checkValue(req.expect_value);
+        return { action: "produce", object: req.key };
+      },
+      async (req) => {
+        const session = sessionOf(req.client_id, req.seq);
+        const result = await backend.apply({
+          type: "cas",
+          key: req.key,
+          value: req.value,
+          timeMs: nowMs(),
+          ...(req.has_expect_value
+            ? { expectValue: req.expect_value }
+            : { expectVersion: req.expect_version }),
+          ...(session ? { session } : {}),
+        });
+        return {
+          ok: result.ok,
+          version: result.version,
+          current_value: result.value ?? EMPTY_BYTES,
+        };
+      },
+    ),
+  };
+
+  const admin: grpc.UntypedServiceImplementation = {
+    Members: unary<Empty, MembersResponse>("/api.Admin/Members", () => ALL, () =>
+      Promise.resolve({
+        members: backend.members().map((m) => ({
+          name: m.name,
+          gossip_addr: m.gossipAddr,
+          rpc_addr: m.rpcAddr,
+          state: m.state,
+        })),
+      })),
+    RemoveServer: unary<RemoveServerRequest, Empty>(
+      "/api.Admin/RemoveServer",
+      (req) => {
+        if (req.id === "") throw new InvalidArgumentError("id must not be empty");
+        return ADMIN;
+      },
+      async (req) => {
+        await backend.removeServer(req.id);
+        return {};
+      },
+    ),
+    TransferLeadership: unary<TransferLeadershipRequest, TransferLeadershipResponse>(
+      "/api.Admin/TransferLeadership",
+      () => ADMIN,
+      async (req) => ({
+        leader_id: await backend.transferLeadership(req.id === "" ? undefined : req.id),
+      }),
+    ),
+    Leave: unary<Empty, Empty>("/api.Admin/Leave", () => ADMIN, async () => {
+      await backend.leave();
+      return {};
+    }),
+    Snapshot: stream<Empty, SnapshotChunk>("/api.Admin/Snapshot", () => ADMIN, async () => {
+      const image = await backend.snapshot();
+      return chunks(image, SNAPSHOT_CHUNK_BYTES);
+    }),
+  };
+
+  return { kv, admin };
+}
+
+/** The client went away in the middle of a stream. */
+class CancelledError extends Error {
+  constructor() {
+    super("cancelled by the client");
+    this.name = "CancelledError";
+  }
+}
+
+function* mapIterable<T, U>(items: Iterable<T>, f: (item: T) => U): Generator<U> {
+  for (const item of items) yield f(item);
+}
+
+function* chunks(bytes: Uint8Array, sizeBytes: number): Generator<MessageInput<SnapshotChunk>> {
+  if (bytes.length === 0) {
+    yield { data: bytes };
+    return;
+  }
+  for (let offset = 0; offset < bytes.length; offset += sizeBytes) {
+    yield { data: bytes.subarray(offset, offset + sizeBytes) };
+  }
+}
