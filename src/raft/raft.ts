@@ -261,10 +261,11 @@ export class RaftNode {
 
   /**
    * The application took a snapshot of its state machine at `index` (<= applied): keep it
-   * to send to lagging followers and drop the log it covers. The host persists it itself.
+   * to send to lagging followers and drop the log it covers. Returns the snapshot (with the
+   * metadata the core computed), which the host persists itself; undefined if not newer.
    */
-  compact(index: number, data: Uint8Array): void {
-    if (index <= this.log.snapshot.index) return;
+  compact(index: number, data: Uint8Array): Snapshot | undefined {
+    if (index <= this.log.snapshot.index) return undefined;
     if (index > this.log.applied) {
       throw new InvalidArgumentError(`compact(${index}) beyond applied ${this.log.applied}`);
     }
@@ -275,6 +276,7 @@ export class RaftNode {
     };
     this.snapshotData = { meta, data };
     this.log.compact(meta);
+    return this.snapshotData;
   }
 
   /** The transport could not deliver to `id`: stop pipelining to it and probe instead. */
