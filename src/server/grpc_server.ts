@@ -4,6 +4,7 @@
  * instead of a dropped message.
  */
 import * as grpc from "@grpc/grpc-js";
+import { identitiesOf } from "./http2_guard.ts";
 import { ReflectionService } from "@grpc/reflection";
 import {
   adminServiceDefinition,
@@ -36,7 +37,10 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
     // CompareAndSet carries two values.
     "grpc.max_receive_message_length": 2 * maxValueBytes + maxKeyBytes + MESSAGE_SLACK_BYTES,
   });
-  const { kv, admin } = createKvServiceHandlers(options);
+  const { kv, admin } = createKvServiceHandlers({
+    identities: identitiesOf(server),
+    ...options,
+  });
   server.addService(kvServiceDefinition, kv);
   server.addService(adminServiceDefinition, admin);
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));

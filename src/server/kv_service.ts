@@ -4,6 +4,7 @@
  * status.ts maps them.
  */
 import * as grpc from "@grpc/grpc-js";
+import type { PeerIdentities } from "./http2_guard.ts";
 import type {
   AppendRequest,
   AppendResponse,
@@ -79,6 +80,11 @@ export interface KvServiceOptions {
   readonly maxValueBytes?: number;
   /** Wall clock stamped on commands (session expiry); default Date.now. */
   readonly nowMs?: () => number;
+  /**
+   * Certificate subjects of connections the one-port server guards (see http2_guard.ts),
+   * consulted when grpc-js cannot see the TLS socket itself.
+   */
+  readonly identities?: PeerIdentities;
 }
 
 /** Handlers ready for `server.addService(kvServiceDefinition, kv)` and the Admin service. */
@@ -103,10 +109,12 @@ function consistencyOf(c: Consistency | undefined): ReadConsistency {
 
 /** The client certificate's Common Name, or "" without TLS. */
 export function subjectOf(
-  call: Pick<grpc.ServerUnaryCall<unknown, unknown>, "getAuthContext">,
+  call: Pick<grpc.ServerUnaryCall<unknown, unknown>, "getAuthContext" | "getPeer">,
+  identities?: PeerIdentities,
 ): string {
   const cn = call.getAuthContext()?.sslPeerCertificate?.subject?.CN;
-  return typeof cn === "string" ? cn : "";
+  if (typeof cn === "string") return cn;
+  return identities?.get(call.getPeer()) ?? "";
 }
 
 /**
@@ -186,7 +194,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
   ): grpc.handleUnaryCall<Req, MessageInput<Res>> {
     return (call, callback) => {
       const startedMs = performance.now();
-      const subject = subjectOf(call);
+      const subject = subjectOf(call, options.identities);
       (async () => {
         const authz = validate(call.request);
         await check(subject, authz);
@@ -211,7 +219,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
   ): grpc.handleServerStreamingCall<Req, MessageInput<Res>> {
     return (call) => {
       const startedMs = performance.now();
-      const subject = subjectOf(call);
+      const subject = subjectOf(call, options.identities);
       let cancelled = false;
       const stop = new Promise<void>((resolve) => {
         call.once("cancelled", () => {

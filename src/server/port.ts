@@ -12,6 +12,7 @@ import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { UnavailableError } from "../errors.ts";
+import { guardHttp2Socket, identitiesOf, type PeerIdentities, peerName } from "./http2_guard.ts";
 
 /** ALPN protocol a Raft peer connection negotiates. */
 export const RAFT_ALPN = "mokv-raft";
@@ -44,6 +45,11 @@ export interface ListenPortOptions {
   readonly onRaftSocket: (socket: Duplex, peer: RaftPeer) => void;
   /** Default {@link DEFAULT_HANDSHAKE_TIMEOUT_MS}. */
   readonly handshakeTimeoutMs?: number;
+  /**
+   * Where the client certificate subject of each gRPC connection is recorded (TLS only);
+   * default: the registry `createGrpcServer` gave `grpcServer`.
+   */
+  readonly identities?: PeerIdentities;
 }
 
 /** A listening shared port. */
@@ -77,9 +83,16 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
     socket.once("close", () => sockets.delete(socket));
   };
 
-  const toGrpc = (socket: Duplex) => {
+  const toGrpc = (socket: net.Socket, subject?: string) => {
     try {
-      injector.injectConnection(socket);
+      if (subject !== undefined) {
+        const peer = peerName(socket);
+        const identities = options.identities ?? identitiesOf(options.grpcServer);
+        identities.set(peer, subject);
+        socket.once("close", () => identities.delete(peer));
+      }
+      socket.setNoDelay(true);
+      injector.injectConnection(guardHttp2Socket(socket));
     } catch {
       socket.destroy();
     }
@@ -110,11 +123,12 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
         socket.destroy();
         return;
       }
+      const cn = socket.getPeerCertificate()?.subject?.CN;
+      const subject = typeof cn === "string" ? cn : "";
       if (socket.alpnProtocol === RAFT_ALPN) {
-        const cn = socket.getPeerCertificate()?.subject?.CN;
-        toRaft(socket, { cn: typeof cn === "string" ? cn : "" });
+        toRaft(socket, { cn: subject });
       } else {
-        toGrpc(socket);
+        toGrpc(socket, subject);
       }
     });
     server.on("tlsClientError", (_error: Error, socket: tls.TLSSocket) => socket?.destroy());
@@ -129,17 +143,24 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
       socket.on("error", ignore);
       track(socket);
       socket.setTimeout(handshakeTimeoutMs, () => socket.destroy());
-      socket.once("data", (chunk: Uint8Array) => {
-        socket.pause();
+      // Peek one byte in paused mode, so the socket reaches its new owner with the rest of its
+      // data still buffered and flowing left to that owner's first "data" listener.
+      const onReadable = () => {
+        const first = socket.read(1) as Uint8Array | null;
+        if (first === null) return;
+        socket.off("readable", onReadable);
+        socket.off("end", onEnd);
         socket.setTimeout(0);
-        if (chunk[0] === RAFT_PREFIX_BYTE) {
-          if (chunk.length > 1) socket.unshift(chunk.subarray(1));
+        if (first[0] === RAFT_PREFIX_BYTE) {
           toRaft(socket, { cn: "" });
         } else {
-          socket.unshift(chunk);
+          socket.unshift(first);
           toGrpc(socket);
         }
-      });
+      };
+      const onEnd = () => socket.destroy();
+      socket.on("readable", onReadable);
+      socket.once("end", onEnd);
     });
   }
   server.on("error", ignore);
