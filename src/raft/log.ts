@@ -185,12 +185,15 @@ export class RaftLog {
 
   /** Drops entries up to `meta.index`, which a snapshot now covers. */
   compact(meta: SnapshotMeta): void {
-    const drop = Math.min(meta.index, this.lastIndex()) - this.snapshot.index;
-    this.entries.splice(0, Math.max(0, drop));
+    const last = this.lastIndex();
+    if (meta.index >= last) {
+      this.entries = [];
+    } else {
+      this.entries.splice(0, Math.max(0, meta.index - this.snapshot.index));
+    }
     while (this.configIndexes.length > 0 && this.configIndexes[0] <= meta.index) {
       this.configIndexes.shift();
     }
-    if (meta.index > this.lastIndex()) this.entries = [];
     this.snapshot = meta;
   }
 

@@ -16,6 +16,8 @@ export class Progress {
   state: ProgressState = "probe";
   /** In probe state: an append is out and we wait for its answer (or a heartbeat answer). */
   probeSent = false;
+  /** Heartbeat answers since `match` last moved (replicate state): lost appends show here. */
+  stalledHeartbeats = 0;
   /** Heard from the follower since the last check-quorum round. */
   recentActive = false;
   /** Last index of each in-flight append, oldest first; bounded by maxInflight. */
@@ -69,6 +71,7 @@ export class Progress {
   private reset(state: ProgressState): void {
     this.state = state;
     this.probeSent = false;
+    this.stalledHeartbeats = 0;
     this.inflights = [];
     this.snapshotIndex = 0;
   }
@@ -90,6 +93,7 @@ export class Progress {
     let updated = false;
     if (index > this.match) {
       this.match = index;
+      this.stalledHeartbeats = 0;
       updated = true;
       this.probeSent = false;
     }

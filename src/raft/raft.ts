@@ -34,6 +34,9 @@ import type {
   SoftState,
 } from "./types.ts";
 
+/** Heartbeat answers without replication progress before a pipelined follower is probed again. */
+const STALLED_HEARTBEATS = 3;
+
 /** Tunables of one Raft node. Time is counted in ticks; the host decides how long a tick is. */
 export interface RaftOptions {
   /** This node's id. */
@@ -141,6 +144,10 @@ export class RaftNode {
   private droppedReads: number[] = [];
 
   private msgs: Message[] = [];
+  /** Highest index the host confirmed durable (advance()); the leader counts only this far. */
+  private persistedIndex: number;
+  /** lastIndex when the outstanding Ready was taken; becomes persistedIndex on advance(). */
+  private readyLastIndex = 0;
   private prevHardState: HardState;
   private prevSoftState: SoftState;
 
@@ -164,6 +171,7 @@ export class RaftNode {
     this.term = persisted?.hardState.term ?? 0;
     this.vote = persisted?.hardState.vote ?? "";
     this.config = this.log.currentConfig();
+    this.persistedIndex = this.log.lastIndex();
     this.prevHardState = this.hardState();
     this.prevSoftState = this.softState();
     this.resetRandomizedElectionTicks();
@@ -355,9 +363,10 @@ export class RaftNode {
   /**
    * Takes what the host must do now. The host persists `hardState`, `entries` and
    * `snapshot` durably BEFORE sending `messages` (votes and acknowledgements in them promise
-   * that state is on disk), restores `snapshot` into the state machine, applies `committed`
-   * in order, serves `readStates` once applied that far, fails `droppedReads`, then calls
-   * `advance()`.
+   * that state is on disk) — except a leader's append, heartbeat and snapshot messages, which
+   * may go out first (see `isSafeBeforePersist`). It then restores `snapshot` into the state
+   * machine, applies `committed` in order, serves `readStates` once applied that far, fails
+   * `droppedReads`, and calls `advance()` once the durable part is on disk.
    */
   ready(): Ready {
     this.flushAppends();
@@ -375,6 +384,7 @@ export class RaftNode {
     };
     this.prevHardState = hs;
     this.prevSoftState = ss;
+    this.readyLastIndex = this.log.lastIndex();
     this.log.stableIndex = this.log.lastIndex();
     this.log.applied = Math.max(this.log.applied, this.log.committed);
     this.snapshotToPersist = undefined;
@@ -386,9 +396,12 @@ export class RaftNode {
 
   /** Acknowledges the last Ready: its durable part is on disk and its entries are applied. */
   advance(): void {
-    // ready() already moved the cursors: the host's loop never interleaves ready and advance
-    // with new input in a way that could re-deliver, so nothing is left to do here. The call
-    // stays in the contract so a host with asynchronous storage can be supported later.
+    // ready() already moved the apply and persist cursors. What advance() adds is the
+    // leader's own durability: its entries count towards commit only from here on, which is
+    // what lets the host send appends before its own fsync (Raft thesis §10.2.1).
+    const durable = Math.min(this.readyLastIndex, this.log.lastIndex());
+    if (durable > this.persistedIndex) this.persistedIndex = durable;
+    if (this.role === "leader" && this.maybeCommit()) this.commitAdvanced = true;
   }
 
   /** A copy of the node's state for observers. */
@@ -397,7 +410,7 @@ export class RaftNode {
     if (this.role === "leader") {
       for (const [id, pr] of this.progress) {
         progress[id] = {
-          match: id === this.id ? this.log.lastIndex() : pr.match,
+          match: id === this.id ? this.selfMatch() : pr.match,
           next: pr.next,
           state: pr.state,
           active: id === this.id || pr.recentActive,
@@ -623,14 +636,10 @@ export class RaftNode {
         hintIndex: 0,
         hintTerm: 0,
       });
-    } else if (m.type === "preVote") {
-      this.send({
-        type: "preVoteResponse",
-        from: this.id,
-        to: m.from,
-        term: this.term,
-        reject: true,
-      });
+    } else if (m.type === "preVote" || m.type === "vote") {
+      // Reject with our term, so a candidate that fell behind learns the newer term (§5.1).
+      const type = m.type === "preVote" ? "preVoteResponse" : "voteResponse";
+      this.send({ type, from: this.id, to: m.from, term: this.term, reject: true });
     }
   }
 
@@ -803,10 +812,10 @@ export class RaftNode {
   /** Advances the commit index to what a majority has, counting only current-term entries (§5.4.2). */
   private maybeCommit(): boolean {
     if (this.role !== "leader") return false;
-    const last = this.log.lastIndex();
+    const self = this.selfMatch();
     const index = committedIndex(
       this.config.voters,
-      (id) => id === this.id ? last : this.progress.get(id)?.match ?? 0,
+      (id) => id === this.id ? self : this.progress.get(id)?.match ?? 0,
     );
     if (index <= this.log.committed || this.log.term(index) !== this.term) return false;
     const firstOfTerm = this.log.committed < index &&
@@ -820,6 +829,11 @@ export class RaftNode {
     return true;
   }
 
+  /** How far the leader's own log is durable. */
+  private selfMatch(): number {
+    return Math.min(this.persistedIndex, this.log.lastIndex());
+  }
+
   // ---------------------------------------------------------------------------------------
   // Log replication (follower side)
 
@@ -829,7 +843,8 @@ export class RaftNode {
       return;
     }
     if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
-      this.log.mergeFrom(m.entries);
+      const truncatedAt = this.log.mergeFrom(m.entries);
+      if (truncatedAt > 0) this.persistedIndex = Math.min(this.persistedIndex, truncatedAt - 1);
       this.config = this.log.currentConfig();
       const lastNew = m.prevIndex + m.entries.length;
       this.commitTo(Math.min(m.commit, lastNew));
@@ -900,6 +915,11 @@ export class RaftNode {
     if (this.role !== "leader" || !pr) return;
     pr.recentActive = true;
     if (pr.state === "probe") pr.probeSent = false;
+    if (pr.state === "replicate" && pr.match < this.log.lastIndex()) {
+      // Appends of a pipeline may be lost for good (a reconnect drops what was in flight);
+      // several heartbeat rounds without progress mean exactly that: probe from the match.
+      if (++pr.stalledHeartbeats >= STALLED_HEARTBEATS) pr.becomeProbe();
+    }
     if (pr.state !== "snapshot" && pr.match < this.log.lastIndex()) this.sendAppend(m.from);
     if (m.context > 0) this.ackRead(m.context, m.from);
   }
@@ -955,6 +975,7 @@ export class RaftNode {
       return;
     }
     this.log.restore(meta);
+    this.persistedIndex = Math.min(this.persistedIndex, meta.index);
     this.config = meta.config;
     this.snapshotData = snap;
     this.snapshotToPersist = snap;
@@ -1100,4 +1121,14 @@ function concat(chunks: readonly Uint8Array[], total: number): Uint8Array {
     at += c.length;
   }
   return out;
+}
+
+/**
+ * May `m` be sent before the Ready it came in is persisted? A leader's replication messages
+ * may: the leader counts its own entries towards commit only after `advance()`, and a
+ * follower's acknowledgement is what promises durability. Everything else (votes, vote
+ * answers, append answers) promises local state and must wait for the fsync.
+ */
+export function isSafeBeforePersist(m: Message): boolean {
+  return m.type === "append" || m.type === "heartbeat" || m.type === "snapshot";
 }

@@ -205,8 +205,10 @@ export type MessageType = Message["type"];
 
 /**
  * What the host must do next. The persistence contract: the host makes `hardState`,
- * `entries` and `snapshot` durable (in that one batch) BEFORE it sends any of `messages`,
- * because votes and append acknowledgements in `messages` promise that state is on disk.
+ * `entries` and `snapshot` durable (in that one batch) BEFORE it sends `messages`, because
+ * votes and append acknowledgements in them promise that state is on disk. The one
+ * exception is a leader's replication traffic (`isSafeBeforePersist`): the leader counts its
+ * own entries towards commit only after `advance()`, so its appends may overlap its fsync.
  * It then applies `committed` in order (after restoring `snapshot`, if any), serves the
  * reads in `readStates` once applied far enough, and calls `advance()`.
  */

@@ -13,6 +13,8 @@ import {
   type Config,
   type ConfigChange,
   type Entry,
+  type HardState,
+  isSafeBeforePersist,
   isVoter,
   type Message,
   type NodeId,
@@ -122,6 +124,9 @@ export class ReplicationHost {
   /** Addresses learned outside the Raft config (gossip), for nodes not yet in it. */
   private readonly addressBook = new Map<NodeId, string>();
   private configListeners: ((config: Config) => void)[] = [];
+  /** The hard state last made durable, and a commit-only change not yet written. */
+  private persistedHardState: HardState;
+  private deferredHardState: HardState | undefined;
 
   private constructor(opts: ReplicationOptions, raft: RaftNode, hadState: boolean) {
     this.nodeId = opts.nodeId;
@@ -136,6 +141,8 @@ export class ReplicationHost {
     this.hooks = opts.hooks ?? {};
     this.hadState = hadState;
     this.lastSnapshotIndex = raft.status().snapshotIndex;
+    const st = raft.status();
+    this.persistedHardState = { term: st.term, vote: st.vote, commit: st.commit };
     this.transport = new PeerTransport({
       selfId: opts.nodeId,
       dial: opts.dial,
@@ -196,6 +203,11 @@ export class ReplicationHost {
     clearInterval(this.timer);
     this.wake();
     await this.loopDone;
+    if (this.deferredHardState && !this.fatal) {
+      // Flush: a clean stop leaves the commit index on disk too.
+      await this.storage.save({ hardState: this.deferredHardState, entries: [] });
+      this.deferredHardState = undefined;
+    }
     const err = new UnavailableError("node is shutting down");
     for (const p of this.proposals.values()) p.reject(err);
     this.proposals.clear();
@@ -582,13 +594,35 @@ export class ReplicationHost {
   private async drainReady(): Promise<void> {
     while (this.raft.hasReady()) {
       const rd = this.raft.ready();
-      if (rd.hardState || rd.entries.length > 0 || rd.snapshot) {
+      // A Ready that only moves the commit index needs no fsync before applying: the commit
+      // index is recoverable from the leader after a crash, so it rides along with the next
+      // batch of entries instead (one fsync saved on every write's critical path). Term and
+      // vote changes, entries and snapshots are always durable before anything is sent.
+      // A leader's replication messages overlap its own fsync (see isSafeBeforePersist).
+      const early = rd.messages.filter(isSafeBeforePersist);
+      const late = early.length === rd.messages.length
+        ? []
+        : rd.messages.filter((m) => !isSafeBeforePersist(m));
+      this.send(early);
+      let hardState = rd.hardState;
+      if (hardState) {
+        const durable = this.persistedHardState;
+        const commitOnly = hardState.term === durable.term && hardState.vote === durable.vote;
+        if (commitOnly && rd.entries.length === 0 && !rd.snapshot) {
+          this.deferredHardState = hardState;
+          hardState = undefined;
+        }
+      }
+      if (!hardState && (rd.entries.length > 0 || rd.snapshot) && this.deferredHardState) {
+        hardState = this.deferredHardState;
+      }
+      if (hardState || rd.entries.length > 0 || rd.snapshot) {
         const t0 = performance.now();
-        await this.storage.save({
-          hardState: rd.hardState,
-          entries: rd.entries,
-          snapshot: rd.snapshot,
-        });
+        await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
+        if (hardState) {
+          this.persistedHardState = hardState;
+          this.deferredHardState = undefined;
+        }
         this.hooks.onStorageCommit?.((performance.now() - t0) / 1000);
         if (rd.entries.length > 0) this.hooks.onAppendBatch?.(rd.entries.length);
       }
@@ -603,7 +637,7 @@ export class ReplicationHost {
         }
         this.emitConfig(rd.snapshot.meta.config);
       }
-      this.send(rd.messages);
+      this.send(late);
       for (const e of rd.committed) this.applyEntry(e);
       this.handleReads(rd);
       if (rd.softState) {
