@@ -11,7 +11,10 @@ import { ByteReader, ByteWriter } from "./_binary.ts";
 export const RequestKind = {
   /** Payload: an encoded command. Answer: an encoded CommandResult. */
   apply: 1,
-  /** Payload: empty. Answer: the node id. Proves the peer is reachable over mutual TLS. */
+  /**
+   * Payload: the asker's RPC address, or empty. Answer: the node id, sent only after the
+   * answerer reached the asker back: proves both directions work over mutual TLS.
+   */
   ping: 2,
   /** Payload: JSON AdminRequest. Answer: JSON string result. */
   admin: 3,

@@ -407,9 +407,18 @@ export class ReplicationHost {
     throw new UnavailableError(`leadership transfer to ${to} did not complete`);
   }
 
-  /** Checks that a peer answers over the peer transport (mutual TLS when configured). */
+  /**
+   * Checks that a peer is reachable over the peer transport in BOTH directions (mutual TLS
+   * when configured): we reach it, and it answers only after reaching us back with its own
+   * peer certificate. Resolves with the peer's node id.
+   */
   async ping(addr: string): Promise<string> {
-    const reply = await this.transport.request(addr, RequestKind.ping, new Uint8Array(0), 2000);
+    const reply = await this.transport.request(
+      addr,
+      RequestKind.ping,
+      new TextEncoder().encode(this.rpcAddr),
+      4000,
+    );
     return new TextDecoder().decode(reply);
   }
 
@@ -427,8 +436,14 @@ export class ReplicationHost {
           const r = await this.proposeLocal(payload, Date.now() + this.requestTimeoutMs);
           return encodeResult(r);
         }
-        case RequestKind.ping:
+        case RequestKind.ping: {
+          const callback = new TextDecoder().decode(payload);
+          if (callback !== "") {
+            // Prove that our own peer certificate is accepted by the asker, too.
+            await this.transport.request(callback, RequestKind.ping, new Uint8Array(0), 2000);
+          }
           return new TextEncoder().encode(this.nodeId);
+        }
         case RequestKind.admin: {
           if (this.raft.status().role !== "leader") {
             throw new NotLeaderError(this.raft.status().leader || undefined);
