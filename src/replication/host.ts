@@ -644,6 +644,10 @@ export class ReplicationHost {
       if (rd.snapshot) {
         this.fsm.restore(rd.snapshot.data);
         this.lastSnapshotIndex = rd.snapshot.meta.index;
+        this.hooks.log?.("info", "installed a snapshot from the leader", {
+          index: rd.snapshot.meta.index,
+          bytes: rd.snapshot.data.length,
+        });
         for (const [index, p] of this.proposals) {
           if (index <= rd.snapshot.meta.index) {
             this.proposals.delete(index);

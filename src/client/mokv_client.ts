@@ -1,0 +1,644 @@
+/**
+ * `MokvClient`: the TypeScript client of a mokv cluster. It learns the servers from
+ * GetServers (at connect, every `refreshMs`, and after failures), sends writes and admin calls
+ * to the leader and spreads reads round-robin over the followers, retries UNAVAILABLE and
+ * DEADLINE_EXCEEDED with bounded exponential backoff while following leader hints, and makes
+ * retried writes exactly-once with client sessions (see session_pool.ts).
+ */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { isIP } from "node:net";
+import { checkServerIdentity } from "node:tls";
+import type {
+  Consistency,
+  Empty,
+  GetResponse,
+  MessageInput,
+  ServingStatus,
+  UnaryMethod,
+} from "../api/mod.ts";
+import { UnavailableError } from "../errors.ts";
+import { type CallKind, NodeConnection, type NodeStats } from "./node_connection.ts";
+import {
+  type ConnectOptions,
+  loadTls,
+  type ResolvedOptions,
+  resolveOptions,
+  type TlsMaterialText,
+} from "./options.ts";
+import { type KnownServer, Picker, type Route } from "./picker.ts";
+import { isServiceError, leaderHintOf, toClientError } from "./rpc_error.ts";
+import { type SessionLease, SessionPool } from "./session_pool.ts";
+
+/** Read consistency: "linearizable" (default; ReadIndex) or "stale" (local state at once). */
+export type ReadConsistency = "linearizable" | "stale";
+
+/** A value to write: bytes, or a string stored as UTF-8. */
+export type ValueInput = Uint8Array | string;
+
+/** One key with its value and version (the Raft index of its last write). */
+export interface KvEntry {
+  readonly key: string;
+  readonly value: Uint8Array;
+  readonly version: number;
+}
+
+/** Options of a read. */
+export interface ReadOptions {
+  readonly consistency?: ReadConsistency;
+}
+
+/** Options of {@link MokvClient.list}. */
+export interface ListOptions extends ReadOptions {
+  /** Only keys starting with this. */
+  readonly prefix?: string;
+  /** Inclusive lower bound. */
+  readonly start?: string;
+  /** At most this many entries; 0 or absent = all. */
+  readonly limit?: number;
+}
+
+/** Result of a write that stores a value. */
+export interface WriteResult {
+  /** The Raft index of this write (the key's new version). */
+  readonly version: number;
+}
+
+/** Result of {@link MokvClient.delete}. */
+export interface DeleteResult extends WriteResult {
+  /** Whether a value was removed (version 0 when not). */
+  readonly existed: boolean;
+}
+
+/** Result of {@link MokvClient.append}. */
+export interface AppendResult extends WriteResult {
+  /** Byte length of the value after the append. */
+  readonly length: number;
+}
+
+/** What {@link MokvClient.compareAndSet} compares: the current value, or the version (0 = absent). */
+export type CasExpectation =
+  | { readonly kind: "value"; readonly value: ValueInput }
+  | { readonly kind: "version"; readonly version: number };
+
+/** Result of {@link MokvClient.compareAndSet}. */
+export interface CasResult {
+  /** True when the value was stored. */
+  readonly ok: boolean;
+  /** On success the new version, on failure the current one (0 when absent). */
+  readonly version: number;
+  /** On failure the current value (empty when absent). */
+  readonly currentValue: Uint8Array;
+}
+
+/** One Raft server as GetServers reports it. */
+export interface ServerEntry {
+  readonly id: string;
+  readonly rpcAddr: string;
+  readonly isLeader: boolean;
+  readonly isVoter: boolean;
+}
+
+/** One gossip member as Admin.Members reports it. */
+export interface MemberEntry {
+  readonly name: string;
+  readonly gossipAddr: string;
+  readonly rpcAddr: string;
+  readonly state: string;
+}
+
+const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+/** grpc-js's descriptions of a node it could not reach (as opposed to a node's own answer). */
+const UNREACHABLE =
+  /No connection established|Connection dropped|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|GOAWAY|socket hang up/i;
+/** Deadline of one GetServers during a refresh. */
+const REFRESH_TIMEOUT_MS = 1000;
+
+function bytes(value: ValueInput): Uint8Array {
+  return typeof value === "string" ? encoder.encode(value) : value;
+}
+
+function wire(consistency: ReadConsistency | undefined): Consistency {
+  return consistency === "stale" ? "STALE" : "LINEARIZABLE";
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The four-argument overload of a unary method. */
+type FullUnaryMethod<Req, Res> = (
+  request: MessageInput<Req>,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response?: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** Calls a typed unary method as a promise. */
+function unary<Req, Res>(
+  client: grpc.Client,
+  method: UnaryMethod<Req, Res>,
+  request: MessageInput<Req>,
+  deadlineMs: number,
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    (method as FullUnaryMethod<Req, Res>).call(
+      client,
+      request,
+      new grpc.Metadata(),
+      { deadline: Date.now() + deadlineMs },
+      (error, response) => (error ? reject(error) : resolve(response as Res)),
+    );
+  });
+}
+
+/**
+ * A client of a mokv cluster. Guarantees: a call fails only with a non-retryable error
+ * (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, ...) or after `maxRetries` retries; a
+ * write retried after a lost answer is applied once (unless `exactlyOnce: false`); at most
+ * `maxSessions` writes are in flight, more wait their turn. Use {@link MokvClient.connect}.
+ */
+export class MokvClient {
+  readonly #options: ResolvedOptions;
+  readonly #tls: TlsMaterialText | undefined;
+  readonly #credentials: grpc.ChannelCredentials;
+  readonly #channelOptions: grpc.ChannelOptions;
+  readonly #picker: Picker;
+  readonly #sessions: SessionPool;
+  readonly #connections = new Map<string, NodeConnection>();
+  readonly #discover: boolean;
+  #refreshing: Promise<void> | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  private constructor(
+    options: ResolvedOptions,
+    tls: TlsMaterialText | undefined,
+    discover: boolean,
+  ) {
+    this.#options = options;
+    this.#discover = discover;
+    this.#tls = tls;
+    this.#credentials = tls
+      ? grpc.credentials.createSsl(Buffer.from(tls.ca), Buffer.from(tls.key), Buffer.from(tls.cert))
+      : grpc.credentials.createInsecure();
+    this.#channelOptions = {
+      ...(tls?.serverName ? { "grpc.ssl_target_name_override": tls.serverName } : {}),
+      "grpc.use_local_subchannel_pool": 1,
+    };
+    this.#picker = new Picker(options.addrs, options.downMs);
+    this.#sessions = new SessionPool(options.clientId, options.maxSessions);
+  }
+
+  /**
+   * Loads TLS material (unless `insecure`), asks the seeds for the servers once (a failure
+   * here is not fatal: calls retry and refresh), and starts the periodic refresh. With
+   * `discover: false` the client uses only `addrs` and never asks GetServers (for an address
+   * behind a load balancer or proxy). Throws InvalidArgumentError on bad options or unreadable
+   * TLS files.
+   */
+  static async connect(options: ConnectOptions & { discover?: boolean }): Promise<MokvClient> {
+    const resolved = resolveOptions(options);
+    const tls = options.insecure ? undefined : await loadTls(options.tls);
+    const client = new MokvClient(resolved, tls, options.discover ?? true);
+    if (client.#discover) {
+      await client.refresh().catch(() => {});
+      const timer = setInterval(() => {
+        client.refresh().catch(() => {});
+      }, resolved.refreshMs);
+      Deno.unrefTimer(timer);
+      client.#timer = timer;
+    }
+    return client;
+  }
+
+  /** This client's id: the prefix of its session ids. */
+  get clientId(): string {
+    return this.#options.clientId;
+  }
+
+  /** The servers last learned from GetServers (empty before the first answer). */
+  get knownServers(): readonly KnownServer[] {
+    return this.#picker.servers;
+  }
+
+  /** The leader's address as last learned, if any. */
+  get leaderAddr(): string | undefined {
+    return this.#picker.leaderAddr;
+  }
+
+  /** Session ids made so far (at most `maxSessions`). */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Asks GetServers again, now (one refresh at a time; concurrent callers share it). Tries the
+   * leader first, then the other usable nodes. Rejects with UnavailableError when none answers.
+   */
+  refresh(): Promise<void> {
+    if (!this.#discover) return Promise.resolve();
+    this.#refreshing ??= this.#doRefresh().finally(() => {
+      this.#refreshing = undefined;
+    });
+    return this.#refreshing;
+  }
+
+  async #doRefresh(): Promise<void> {
+    const now = Date.now();
+    const leader = this.#picker.leaderAddr;
+    const addrs = this.#picker.usable(now);
+    const order = leader && addrs.includes(leader)
+      ? [leader, ...addrs.filter((a) => a !== leader)]
+      : addrs;
+    let lastError: unknown = new UnavailableError("no server to ask");
+    for (const addr of order) {
+      if (this.#closed) return;
+      const conn = this.#connection(addr);
+      try {
+        const response = await conn.track(
+          unary(conn.kv, conn.kv.GetServers, {}, REFRESH_TIMEOUT_MS),
+        );
+        conn.count("admin");
+        const servers = response.servers
+          .filter((s) => s.rpc_addr !== "")
+          .map((s) => ({ id: s.id, addr: s.rpc_addr, isLeader: s.is_leader, isVoter: s.is_voter }));
+        this.#picker.setServers(servers);
+        return;
+      } catch (error) {
+        conn.countFailure();
+        lastError = error;
+      }
+    }
+    throw toClientError(lastError);
+  }
+
+  #connection(addr: string): NodeConnection {
+    let conn = this.#connections.get(addr);
+    if (!conn) {
+      conn = this.#newConnection(addr);
+      this.#connections.set(addr, conn);
+    }
+    return conn;
+  }
+
+  /**
+   * Deno's TLS refuses an IP address as the SNI name, so for "ip:port" without an explicit
+   * `serverName` the handshake names "localhost" and the certificate is then checked against
+   * the IP itself (its IP SANs), as a TLS client dialling that IP would.
+   */
+  #newConnection(addr: string): NodeConnection {
+    const tls = this.#tls;
+    const host = addr.slice(0, addr.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
+    if (!tls || tls.serverName || isIP(host) === 0) {
+      return new NodeConnection(addr, this.#credentials, this.#channelOptions);
+    }
+    const credentials = grpc.credentials.createSsl(
+      Buffer.from(tls.ca),
+      Buffer.from(tls.key),
+      Buffer.from(tls.cert),
+      { checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert) },
+    );
+    return new NodeConnection(addr, credentials, {
+      ...this.#channelOptions,
+      "grpc.ssl_target_name_override": "localhost",
+    });
+  }
+
+  #backoffMs(attempt: number): number {
+    const ceiling = Math.min(
+      this.#options.maxBackoffMs,
+      this.#options.baseBackoffMs * 2 ** Math.min(attempt, 20),
+    );
+    return ceiling / 2 + Math.random() * ceiling / 2;
+  }
+
+  /** Whether the failure may go away on another attempt (possibly on another node). */
+  #retryable(error: unknown, idempotent: boolean): boolean {
+    if (!isServiceError(error)) return false;
+    if (error.code === grpc.status.UNAVAILABLE) return true;
+    return idempotent && error.code === grpc.status.DEADLINE_EXCEEDED;
+  }
+
+  /**
+   * Runs `attempt` on the node `route` picks until it succeeds, fails for good, or
+   * `maxRetries` retries are spent. Leader hints redirect; other failures avoid the node for
+   * `downMs` and refresh the server list.
+   */
+  async #call<T>(
+    route: Route,
+    kind: CallKind,
+    idempotent: boolean,
+    attempt: (conn: NodeConnection) => Promise<T>,
+    key = "",
+  ): Promise<T> {
+    for (let i = 0;; i++) {
+      if (this.#closed) throw new UnavailableError("client closed");
+      const conn = this.#connection(this.#picker.pick(route, Date.now()));
+      try {
+        const result = await conn.track(attempt(conn));
+        conn.count(kind);
+        return result;
+      } catch (error) {
+        if (!this.#retryable(error, idempotent) || i >= this.#options.maxRetries) {
+          throw toClientError(error, key);
+        }
+        conn.countFailure();
+        this.#onFailure(conn.addr, error as grpc.ServiceError);
+        await sleep(this.#backoffMs(i));
+      }
+    }
+  }
+
+  /**
+   * After a retryable failure on `addr`: a node that could not be reached is avoided for
+   * `downMs`; a leader hint is followed unless it names such a node (a follower may still
+   * point at a leader that just died); and the server list is refreshed.
+   */
+  #onFailure(addr: string, error: grpc.ServiceError): void {
+    const now = Date.now();
+    if (UNREACHABLE.test(error.details ?? "")) this.#picker.markDown(addr, now);
+    const hint = leaderHintOf(error).leaderAddr;
+    if (hint !== undefined && hint !== addr && !this.#picker.isDown(hint, now)) {
+      this.#picker.setLeader(hint);
+      return;
+    }
+    this.refresh().catch(() => {});
+  }
+
+  /** Runs a write on the leader under a borrowed session (one write per session at a time). */
+  async #write<T>(
+    key: string,
+    send: (
+      conn: NodeConnection,
+      session: SessionLease | undefined,
+      timeoutMs: number,
+    ) => Promise<T>,
+  ): Promise<T> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    if (!this.#options.exactlyOnce) {
+      return await this.#call("leader", "write", false, (c) => send(c, undefined, timeoutMs), key);
+    }
+    const lease = await this.#sessions.acquire();
+    try {
+      return await this.#call("leader", "write", true, (c) => send(c, lease, timeoutMs), key);
+    } finally {
+      this.#sessions.release(lease);
+    }
+  }
+
+  /** Reads one key; throws KeyNotFoundError when it is absent. */
+  get(key: string, options: ReadOptions = {}): Promise<KvEntry> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const consistency = wire(options.consistency);
+    return this.#call("follower", "read", true, async (conn) => {
+      const r = await unary(conn.kv, conn.kv.Get, { key, consistency }, timeoutMs);
+      return { key: r.key, value: r.value, version: r.version };
+    }, key);
+  }
+
+  /** Stores `value` under `key`. */
+  set(key: string, value: ValueInput): Promise<WriteResult> {
+    const data = bytes(value);
+    return this.#write(key, async (conn, s, timeoutMs) => {
+      const r = await unary(conn.kv, conn.kv.Set, {
+        key,
+        value: data,
+        client_id: s?.clientId ?? "",
+        seq: s?.seq ?? 0,
+      }, timeoutMs);
+      return { version: r.version };
+    });
+  }
+
+  /** Removes `key`; `existed` tells whether there was a value. */
+  delete(key: string): Promise<DeleteResult> {
+    return this.#write(key, async (conn, s, timeoutMs) => {
+      const r = await unary(conn.kv, conn.kv.Delete, {
+        key,
+        client_id: s?.clientId ?? "",
+        seq: s?.seq ?? 0,
+      }, timeoutMs);
+      return { version: r.version, existed: r.existed };
+    });
+  }
+
+  /** Appends `value` to the key's value (creating it when absent). */
+  append(key: string, value: ValueInput): Promise<AppendResult> {
+    const data = bytes(value);
+    return this.#write(key, async (conn, s, timeoutMs) => {
+      const r = await unary(conn.kv, conn.kv.Append, {
+        key,
+        value: data,
+        client_id: s?.clientId ?? "",
+        seq: s?.seq ?? 0,
+      }, timeoutMs);
+      return { version: r.version, length: r.length };
+    });
+  }
+
+  /** Stores `value` only if the key's current value or version matches `expect`. */
+  compareAndSet(key: string, value: ValueInput, expect: CasExpectation): Promise<CasResult> {
+    const data = bytes(value);
+    const expectation = expect.kind === "value"
+      ? { has_expect_value: true, expect_value: bytes(expect.value) }
+      : { has_expect_value: false, expect_version: expect.version };
+    return this.#write(key, async (conn, s, timeoutMs) => {
+      const r = await unary(conn.kv, conn.kv.CompareAndSet, {
+        key,
+        value: data,
+        ...expectation,
+        client_id: s?.clientId ?? "",
+        seq: s?.seq ?? 0,
+      }, timeoutMs);
+      return { ok: r.ok, version: r.version, currentValue: r.ok ? EMPTY : r.current_value };
+    });
+  }
+
+  /**
+   * Streams entries in key order. A stream broken by a retryable error resumes after the last
+   * key received (on any node), so a linearizable listing that needed a retry is linearizable
+   * per part, not as a whole. Breaking out of the loop cancels the stream.
+   */
+  async *list(options: ListOptions = {}): AsyncGenerator<KvEntry, void, undefined> {
+    const prefix = options.prefix ?? "";
+    let start = options.start ?? "";
+    let remaining = options.limit ?? 0;
+    const consistency = wire(options.consistency);
+    for (let i = 0;; i++) {
+      if (this.#closed) throw new UnavailableError("client closed");
+      const conn = this.#connection(this.#picker.pick("follower", Date.now()));
+      const stream = conn.kv.List({ prefix, start, limit: remaining, consistency });
+      let received = 0;
+      let ended!: () => void;
+      const tracked = conn.track(new Promise<void>((resolve) => (ended = resolve)));
+      try {
+        for await (const item of stream as AsyncIterable<GetResponse>) {
+          received++;
+          start = item.key + "\u0000";
+          yield { key: item.key, value: item.value, version: item.version };
+          if (remaining > 0 && --remaining === 0) return;
+        }
+        conn.count("read");
+        return;
+      } catch (error) {
+        if (!this.#retryable(error, true) || i >= this.#options.maxRetries) {
+          throw toClientError(error);
+        }
+        conn.countFailure();
+        this.#onFailure(conn.addr, error as grpc.ServiceError);
+        if (received === 0) await sleep(this.#backoffMs(i));
+      } finally {
+        stream.cancel();
+        ended();
+        await tracked;
+      }
+    }
+  }
+
+  /** The Raft servers (GetServers, asked of the leader), and updates the routing table. */
+  async servers(): Promise<ServerEntry[]> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const response = await this.#call(
+      "leader",
+      "admin",
+      true,
+      (conn) => unary(conn.kv, conn.kv.GetServers, {}, timeoutMs),
+    );
+    const list = response.servers.map((s) => ({
+      id: s.id,
+      rpcAddr: s.rpc_addr,
+      isLeader: s.is_leader,
+      isVoter: s.is_voter,
+    }));
+    if (this.#discover) {
+      this.#picker.setServers(
+        list.filter((s) => s.rpcAddr !== "").map((s) => ({ ...s, addr: s.rpcAddr })),
+      );
+    }
+    return list;
+  }
+
+  /** The gossip members as the leader sees them. */
+  async members(): Promise<MemberEntry[]> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const response = await this.#call(
+      "leader",
+      "admin",
+      true,
+      (conn) => unary(conn.admin, conn.admin.Members, {}, timeoutMs),
+    );
+    return response.members.map((m) => ({
+      name: m.name,
+      gossipAddr: m.gossip_addr,
+      rpcAddr: m.rpc_addr,
+      state: m.state,
+    }));
+  }
+
+  /** Removes server `id` from the Raft configuration. */
+  async removeServer(id: string): Promise<void> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    await this.#call(
+      "leader",
+      "admin",
+      false,
+      (conn) => unary(conn.admin, conn.admin.RemoveServer, { id }, timeoutMs),
+    );
+    this.refresh().catch(() => {});
+  }
+
+  /** Hands leadership to `id` (any up-to-date voter when absent); resolves with the new leader's id. */
+  async transferLeadership(id?: string): Promise<string> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const response = await this.#call(
+      "leader",
+      "admin",
+      false,
+      (conn) => unary(conn.admin, conn.admin.TransferLeadership, { id: id ?? "" }, timeoutMs),
+    );
+    this.refresh().catch(() => {});
+    return response.leader_id;
+  }
+
+  /**
+   * Asks the node at `addr` (not routed, not retried) to leave the cluster. A node may shut
+   * down before its answer is out: a call the server cancelled, or a connection dropped after
+   * it was established, counts as done. A node that cannot be reached at all is an error.
+   */
+  async leave(addr: string): Promise<void> {
+    const conn = this.#connection(addr);
+    try {
+      await conn.track(
+        unary<Empty, Empty>(conn.admin, conn.admin.Leave, {}, this.#options.attemptTimeoutMs),
+      );
+      conn.count("admin");
+    } catch (error) {
+      const gone = isServiceError(error) &&
+        (error.code === grpc.status.CANCELLED ||
+          (error.code === grpc.status.UNAVAILABLE && /Connection dropped/i.test(error.details)));
+      if (gone) {
+        conn.count("admin");
+        return;
+      }
+      conn.countFailure();
+      throw toClientError(error);
+    }
+  }
+
+  /** A consistent backup of the whole state machine, from the leader (retried from scratch). */
+  snapshot(): Promise<Uint8Array> {
+    return this.#call("leader", "admin", true, async (conn) => {
+      const parts: Uint8Array[] = [];
+      let total = 0;
+      for await (const chunk of conn.admin.Snapshot({}) as AsyncIterable<{ data: Uint8Array }>) {
+        parts.push(chunk.data);
+        total += chunk.data.length;
+      }
+      const out = new Uint8Array(total);
+      let offset = 0;
+      for (const part of parts) {
+        out.set(part, offset);
+        offset += part.length;
+      }
+      return out;
+    });
+  }
+
+  /**
+   * The grpc.health.v1 status of the node at `addr` (default: the first usable node), for
+   * `service` ("" = the whole server). One attempt, no retry, so it reports what it sees.
+   */
+  async health(addr?: string, service = ""): Promise<ServingStatus> {
+    const target = addr ?? this.#picker.usable(Date.now())[0];
+    const conn = this.#connection(target);
+    try {
+      const r = await conn.track(
+        unary(conn.health, conn.health.Check, { service }, this.#options.attemptTimeoutMs),
+      );
+      conn.count("admin");
+      return r.status;
+    } catch (error) {
+      conn.countFailure();
+      throw toClientError(error);
+    }
+  }
+
+  /** Per-node counters of answered calls, for every node this client has talked to. */
+  nodeStats(): NodeStats[] {
+    return [...this.#connections.values()].map((c) => c.stats());
+  }
+
+  /**
+   * Stops the refresh timer and closes every channel once the calls in flight on it are done
+   * (they all have deadlines); later calls fail with UnavailableError.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    for (const conn of this.#connections.values()) conn.close();
+    this.#connections.clear();
+  }
+}
