@@ -114,7 +114,7 @@ export class MokvNode implements KvBackend {
       members: () => ref.node!.members(),
       removeServer: (id) => ref.node!.removeServer(id),
       transferLeadership: (id) => ref.node!.transferLeadership(id),
-      leave: () => ref.node!.leave(),
+      leave: () => ref.node!.leaveThenStop(),
       snapshot: () => ref.node!.snapshot(),
       isHealthy: () => ref.node?.isHealthy() ?? false,
     };
@@ -359,6 +359,26 @@ export class MokvNode implements KvBackend {
    */
   async leave(): Promise<void> {
     if (this.closed) return;
+    await this.leaveCluster();
+    await this.shutdown({ transfer: false });
+    for (const l of this.leftListeners) l();
+  }
+
+  /**
+   * Admin.Leave: leaves the cluster, answers, and only then shuts down (shortly after), so
+   * the caller gets its answer instead of a cancelled call.
+   */
+  async leaveThenStop(): Promise<void> {
+    if (this.closed) return;
+    await this.leaveCluster();
+    setTimeout(() => {
+      void this.shutdown({ transfer: false }).then(() => {
+        for (const l of this.leftListeners) l();
+      });
+    }, 300);
+  }
+
+  private async leaveCluster(): Promise<void> {
     const st = this.host.status();
     if (st.role === "leader" && st.config.voters.length > 1) {
       await this.host.transferLeadership("").catch(() => undefined);
@@ -379,8 +399,6 @@ export class MokvNode implements KvBackend {
       }
     }
     await this.gossip.leave();
-    await this.shutdown({ transfer: false });
-    for (const l of this.leftListeners) l();
   }
 
   /**

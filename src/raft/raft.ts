@@ -269,11 +269,15 @@ export class RaftNode {
 
   /**
    * The application took a snapshot of its state machine at `index` (<= applied): keep it
-   * to send to lagging followers and drop the log it covers. Returns the snapshot (with the
+   * to send to followers behind the log, and drop the log up to `index - keepEntries`. The
+   * kept tail lets a follower that is only a little behind catch up from the log instead
+   * of by a whole snapshot (etcd's SnapshotCatchUpEntries). Returns the snapshot (with the
    * metadata the core computed), which the host persists itself; undefined if not newer.
    */
-  compact(index: number, data: Uint8Array): Snapshot | undefined {
-    if (index <= this.log.snapshot.index) return undefined;
+  compact(index: number, data: Uint8Array, keepEntries = 0): Snapshot | undefined {
+    if (index <= (this.snapshotData?.meta.index ?? 0) || index <= this.log.snapshot.index) {
+      return undefined;
+    }
     if (index > this.log.applied) {
       throw new InvalidArgumentError(`compact(${index}) beyond applied ${this.log.applied}`);
     }
@@ -283,7 +287,14 @@ export class RaftNode {
       config: this.log.configAt(index),
     };
     this.snapshotData = { meta, data };
-    this.log.compact(meta);
+    const base = index - Math.max(0, keepEntries);
+    if (base > this.log.snapshot.index) {
+      this.log.compact({
+        index: base,
+        term: this.log.term(base) ?? 0,
+        config: this.log.configAt(base),
+      });
+    }
     return this.snapshotData;
   }
 

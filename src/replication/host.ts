@@ -720,7 +720,9 @@ export class ReplicationHost {
     const applied = this.fsm.appliedIndex;
     if (applied - this.lastSnapshotIndex < this.snapshotEntries) return;
     const t0 = performance.now();
-    const snap = this.raft.compact(applied, this.fsm.snapshot());
+    // Keep a tail of the log so followers a little behind catch up without a snapshot.
+    const keep = Math.min(this.snapshotEntries, 5000);
+    const snap = this.raft.compact(applied, this.fsm.snapshot(), keep);
     this.lastSnapshotIndex = applied;
     if (!snap) return;
     await this.storage.saveSnapshot(snap);

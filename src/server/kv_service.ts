@@ -215,7 +215,10 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
   function stream<Req, Res>(
     method: string,
     validate: (req: Req) => Authz,
-    produce: (req: Req) => Promise<Iterable<MessageInput<Res>>>,
+    produce: (
+      req: Req,
+      subject: string,
+    ) => Promise<Iterable<MessageInput<Res>> | AsyncIterable<MessageInput<Res>>>,
   ): grpc.handleServerStreamingCall<Req, MessageInput<Res>> {
     return (call) => {
       const startedMs = performance.now();
@@ -232,7 +235,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
       (async () => {
         const authz = validate(call.request);
         await check(subject, authz);
-        for (const item of await produce(call.request)) {
+        for await (const item of await produce(call.request, subject)) {
           if (cancelled) throw new CancelledError();
           if (!call.write(item)) {
             await Promise.race([new Promise((resolve) => call.once("drain", resolve)), stop]);
@@ -314,11 +317,21 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         }
         return { action: "consume", object: req.prefix === "" ? "*" : req.prefix };
       },
-      async (req) => {
+      async (req, subject) => {
         await backend.readBarrier(consistencyOf(req.consistency));
-        return mapIterable(
-          backend.reader.list({ prefix: req.prefix, start: req.start, limit: req.limit }),
-          (e) => ({ key: e.key, value: e.value, version: e.version }),
+        if (!authorize) {
+          return mapIterable(
+            backend.reader.list({ prefix: req.prefix, start: req.start, limit: req.limit }),
+            toGetResponse,
+          );
+        }
+        // An allowed prefix does not make every key under it allowed (an exact-key rule, or a
+        // pattern narrower than the prefix): each key is checked, and `limit` counts only the
+        // keys sent, so a short page still means the end.
+        return allowedEntries(
+          backend.reader.list({ prefix: req.prefix, start: req.start }),
+          (key) => authorize(subject, key, "consume"),
+          req.limit,
         );
       },
     ),
@@ -432,6 +445,27 @@ class CancelledError extends Error {
   constructor() {
     super("cancelled by the client");
     this.name = "CancelledError";
+  }
+}
+
+type ListItem = { key: string; value: Uint8Array; version: number };
+
+function toGetResponse(e: ListItem): MessageInput<GetResponse> {
+  return { key: e.key, value: e.value, version: e.version };
+}
+
+/** The entries whose key `allowed` accepts, at most `limit` of them (0: no limit). */
+async function* allowedEntries(
+  entries: Iterable<ListItem>,
+  allowed: (key: string) => boolean | Promise<boolean>,
+  limit: number,
+): AsyncGenerator<MessageInput<GetResponse>> {
+  let sent = 0;
+  for (const e of entries) {
+    if (limit > 0 && sent >= limit) return;
+    if (!(await allowed(e.key))) continue;
+    sent++;
+    yield toGetResponse(e);
   }
 }
 
