@@ -16,7 +16,6 @@ usage:
   mokv <command> [flags]              run a client command (mokv <command> --help)
   mokv --version
 
-node flags (also YAML keys of --config-file; flags win):
 `;
 
 /** Runs the command line and resolves with the process exit code. */
