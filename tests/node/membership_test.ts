@@ -4,7 +4,7 @@
  * from GetServers while a node restarted by SIGTERM keeps its place; five nodes survive
  * losing two.
  */
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { eventually, startCluster, unary } from "../helpers/cluster.ts";
 import { get, servers, set } from "./_kv.ts";
