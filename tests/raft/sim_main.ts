@@ -1,0 +1,71 @@
+/**
+ * The simulator's command line (`deno task sim`):
+ *
+ *   deno task sim --seed S [--nodes 3|5] [--steps N] [--verbose]   replay one seed
+ *   deno task sim --seeds N [--from S] [--steps N]                  run N seeds (3 and 5 nodes
+ *                                                                   alternating) and count passes
+ *
+ * Exits 1 if any seed fails, printing the command that replays it.
+ */
+import { parseArgs } from "node:util";
+import { DEFAULT_STEPS, runSimulation, SimulationFailure } from "./sim/mod.ts";
+
+function main(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    options: {
+      seed: { type: "string" },
+      seeds: { type: "string" },
+      from: { type: "string", default: "1" },
+      nodes: { type: "string" },
+      steps: { type: "string", default: String(DEFAULT_STEPS) },
+      verbose: { type: "boolean", default: false },
+    },
+  });
+  const steps = Number(values.steps);
+  if (values.seed !== undefined) {
+    const seed = Number(values.seed);
+    const nodes = Number(values.nodes ?? 3);
+    try {
+      const report = runSimulation({
+        seed,
+        nodes,
+        steps,
+        trace: values.verbose ? (line) => console.log(line) : undefined,
+      });
+      console.log(
+        `seed ${seed} (${nodes} nodes): ok in ${report.ticks} ticks (liveness ${report.livenessTicks}) ${
+          JSON.stringify(report.stats)
+        }`,
+      );
+      return 0;
+    } catch (err) {
+      if (!(err instanceof SimulationFailure)) throw err;
+      console.error(err.message);
+      return 1;
+    }
+  }
+  const count = Number(values.seeds ?? 100);
+  const from = Number(values.from);
+  const started = performance.now();
+  let passed = 0;
+  const failures: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const seed = from + i;
+    const nodes = values.nodes !== undefined ? Number(values.nodes) : i % 2 === 0 ? 3 : 5;
+    try {
+      runSimulation({ seed, nodes, steps });
+      passed++;
+    } catch (err) {
+      if (!(err instanceof SimulationFailure)) throw err;
+      failures.push(err.message);
+      console.error(err.message.split("\n")[0]);
+      console.error(`  replay: ${err.command}`);
+    }
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  console.log(`${passed}/${count} seeds passed in ${seconds} s`);
+  return passed === count ? 0 : 1;
+}
+
+Deno.exit(main(Deno.args));
