@@ -10,12 +10,13 @@ export function assertEquals<T>(
   expected: T,
   message?: string,
 ): asserts actual is T {
-  deepStrictEqual(actual, expected, message);
+  if (message === undefined) deepStrictEqual(actual, expected);
+  else deepStrictEqual(actual, expected, new Error(message));
 }
 
 /** `condition` is truthy. */
 export function assert(condition: unknown, message?: string): asserts condition {
-  ok(condition, message);
+  ok(condition, message === undefined ? undefined : new Error(message));
 }
 
 /** `fn` throws an instance of `type`; returns that error for further assertions. */
