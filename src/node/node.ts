@@ -38,6 +38,7 @@ export class MokvNode implements KvBackend {
   private reconcileTimer: ReturnType<typeof setInterval> | undefined;
   private bootstrapTimer: ReturnType<typeof setInterval> | undefined;
   private reconciling = false;
+  private stateAdvertised = false;
   private readonly verified = new Set<string>();
   private closed = false;
   private leftListeners: (() => void)[] = [];
@@ -145,7 +146,7 @@ export class MokvNode implements KvBackend {
       name: config.nodeName,
       bindAddr: `${config.bindAddr.host}:${config.bindAddr.port}`,
       advertiseAddr: `${config.advertiseAddr}:${config.bindAddr.port}`,
-      tags: { id: config.nodeName, rpc_addr: rpcAddr },
+      tags: stateTags(config.nodeName, rpcAddr, host.hasState()),
       seeds: config.startJoinAddrs.map((a) => `${a.host}:${a.port}`),
       keys: config.gossipKeyring.length > 0 ? config.gossipKeyring : undefined,
       tickMs: config.gossipTickMs,
@@ -261,7 +262,19 @@ export class MokvNode implements KvBackend {
   }
 
   private gossipView(): ReconcileMember[] {
-    return this.gossip.members().map((m) => ({ name: m.name, rpcAddr: m.rpcAddr, state: m.state }));
+    return this.gossip.members().map((m) => ({
+      name: m.name,
+      rpcAddr: m.rpcAddr,
+      state: m.state,
+      hasState: m.tags[RAFT_STATE_TAG] === "1",
+    }));
+  }
+
+  /** Tells the cluster by gossip that this node holds Raft state (so no one bootstraps anew). */
+  private advertiseState(): void {
+    if (this.stateAdvertised || !this.host.hasState()) return;
+    this.stateAdvertised = true;
+    this.gossip.setTags(stateTags(this.nodeId, this.host.rpcAddr, true));
   }
 
   /** bootstrap-expect: once enough members are seen, every one bootstraps the same config. */
@@ -279,6 +292,7 @@ export class MokvNode implements KvBackend {
       if (!config) return;
       clearInterval(this.bootstrapTimer);
       this.host.bootstrap(config);
+      this.advertiseState();
       this.hooks.log?.("info", "bootstrapped", { voters: config.voters });
     }, 200);
   }
@@ -286,6 +300,7 @@ export class MokvNode implements KvBackend {
   /** Leader only: makes the Raft configuration follow the gossip view, one change at a time. */
   private async reconcile(): Promise<void> {
     if (this.closed || this.reconciling) return;
+    this.advertiseState();
     const st = this.host.status();
     if (st.role !== "leader") return;
     this.reconciling = true;
@@ -419,10 +434,20 @@ export class MokvNode implements KvBackend {
     this.closed = true;
     clearInterval(this.reconcileTimer);
     clearInterval(this.bootstrapTimer);
+    // Close the sockets before the gRPC server: its shutdown sends GOAWAY, and a GOAWAY can
+    // crash the HTTP/2 client of a Deno 2.9.6 process (denoland/deno#36788). Clients see a
+    // closed connection instead and retry elsewhere.
+    await this.port.close();
     this.grpcServer.forceShutdown();
     await this.host.close();
-    await this.port.close();
     await this.gossip.close();
     this.storage.close();
   }
+}
+
+/** Gossip tag set once a node holds Raft state; bootstrap-expect never bootstraps beside one. */
+export const RAFT_STATE_TAG = "raft_state";
+
+function stateTags(id: string, rpcAddr: string, hasState: boolean): Record<string, string> {
+  return hasState ? { id, rpc_addr: rpcAddr, [RAFT_STATE_TAG]: "1" } : { id, rpc_addr: rpcAddr };
 }

@@ -10,6 +10,8 @@ export interface ReconcileMember {
   readonly name: NodeId;
   readonly rpcAddr: string;
   readonly state: "alive" | "suspect" | "failed" | "left";
+  /** The member holds Raft state (gossip tag `raft_state`): a cluster already exists. */
+  readonly hasState?: boolean;
 }
 
 /** The next membership change, or nothing to do. */
@@ -86,17 +88,22 @@ export function nextReconcileAction(
 
 /**
  * The configuration `bootstrap-expect` nodes agree on: the first `expect` alive members with
- * an RPC address, sorted by name. Undefined until enough are seen, or when this node is not
- * among them (it then waits to be added by the cluster's leader).
+ * an RPC address, in natural name order (mokv-2 before mokv-10). Undefined until enough are
+ * seen, when this node is not among them, or when any other member already holds Raft state
+ * (as Consul does): then a cluster exists, and this node waits for its leader to add it. So
+ * a node that lost its volume, or a late one, can never start a second cluster.
  */
 export function expectedBootstrapConfig(
   selfId: NodeId,
   members: readonly ReconcileMember[],
   expect: number,
 ): Config | undefined {
+  if (members.some((m) => m.name !== selfId && m.hasState && m.state !== "left")) {
+    return undefined;
+  }
   const alive = members
     .filter((m) => m.state === "alive" && m.rpcAddr !== "")
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    .sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
   if (alive.length < expect) return undefined;
   const chosen = alive.slice(0, expect);
   if (!chosen.some((m) => m.name === selfId)) return undefined;

@@ -1,0 +1,103 @@
+/** The leader's membership decisions and bootstrap-expect, as pure functions. */
+import { assertEquals } from "../helpers/assert.ts";
+import {
+  expectedBootstrapConfig,
+  nextReconcileAction,
+  type ReconcileInput,
+  type ReconcileMember,
+} from "../../src/node/reconcile.ts";
+
+const alive = (name: string, extra: Partial<ReconcileMember> = {}): ReconcileMember => ({
+  name,
+  rpcAddr: `${name}:8400`,
+  state: "alive",
+  ...extra,
+});
+
+const base: ReconcileInput = {
+  selfId: "a",
+  config: { voters: ["a", "b", "c"], learners: [], addresses: {} },
+  match: { a: 100, b: 100, c: 100 },
+  commitIndex: 100,
+  members: [alive("a"), alive("b"), alive("c")],
+  verified: new Set(),
+  deadServerCleanup: false,
+  deadServerMinQuorum: 3,
+};
+
+Deno.test("reconcile: nothing to do when gossip and Raft agree", () => {
+  assertEquals(nextReconcileAction(base), { verify: [] });
+});
+
+Deno.test("reconcile: a new alive member is verified first, then added as a learner", () => {
+  const members = [...base.members, alive("d")];
+  assertEquals(nextReconcileAction({ ...base, members }), { verify: ["d"] });
+  assertEquals(nextReconcileAction({ ...base, members, verified: new Set(["d"]) }).action, {
+    type: "addLearner",
+    id: "d",
+    address: "d:8400",
+  });
+});
+
+Deno.test("reconcile: a caught-up learner is promoted; one far behind is not", () => {
+  const config = { voters: ["a", "b", "c"], learners: ["d"], addresses: {} };
+  const members = [...base.members, alive("d")];
+  assertEquals(
+    nextReconcileAction({ ...base, config, members, match: { ...base.match, d: 99 } }).action,
+    { type: "promote", id: "d" },
+  );
+  assertEquals(
+    nextReconcileAction({
+      ...base,
+      config,
+      members,
+      match: { ...base.match, d: 1 },
+      commitIndex: 10_000,
+    })
+      .action,
+    undefined,
+  );
+});
+
+Deno.test("reconcile: a member that left is removed; a failed one stays unless cleanup is on", () => {
+  const left = [alive("a"), alive("b"), alive("c", { state: "left" })];
+  assertEquals(nextReconcileAction({ ...base, members: left }).action, {
+    type: "remove",
+    id: "c",
+    reason: "left",
+  });
+  const failed = [alive("a"), alive("b"), alive("c", { state: "failed" })];
+  assertEquals(nextReconcileAction({ ...base, members: failed }).action, undefined);
+  // Cleanup keeps at least dead-server-min-quorum voters.
+  assertEquals(
+    nextReconcileAction({ ...base, members: failed, deadServerCleanup: true }).action,
+    undefined,
+  );
+  assertEquals(
+    nextReconcileAction({
+      ...base,
+      members: failed,
+      deadServerCleanup: true,
+      deadServerMinQuorum: 2,
+    })
+      .action,
+    { type: "remove", id: "c", reason: "dead" },
+  );
+});
+
+Deno.test("bootstrap-expect: the same configuration for everyone, in natural name order", () => {
+  const members = ["mokv-10", "mokv-2", "mokv-0", "mokv-1"].map((n) => alive(n));
+  const config = expectedBootstrapConfig("mokv-1", members, 3);
+  assertEquals(config?.voters, ["mokv-0", "mokv-1", "mokv-2"]);
+  assertEquals(expectedBootstrapConfig("mokv-10", members, 3), undefined, "not among the first 3");
+  assertEquals(expectedBootstrapConfig("mokv-0", members.slice(0, 2), 3), undefined, "too few");
+});
+
+Deno.test("bootstrap-expect: never beside a member that holds Raft state (lost volume, late node)", () => {
+  const members = [
+    alive("mokv-0"),
+    alive("mokv-1", { hasState: true }),
+    alive("mokv-2", { hasState: true }),
+  ];
+  assertEquals(expectedBootstrapConfig("mokv-0", members, 3), undefined);
+});
