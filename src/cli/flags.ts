@@ -49,6 +49,10 @@ export const GLOBAL_FLAGS: FlagSpecs = {
   },
   "server-name": { type: "string", arg: "NAME", doc: "name to verify in server certificates" },
   insecure: { type: "boolean", doc: "plaintext (a development-mode cluster)" },
+  "no-discover": {
+    type: "boolean",
+    doc: "talk only to --addr (no GetServers discovery; e.g. through a port-forward)",
+  },
   "timeout-ms": { type: "string", arg: "MS", doc: "deadline of one attempt (default 5000)" },
   json: { type: "boolean", doc: "print JSON on stdout" },
   help: { type: "boolean", short: "h", doc: "show this help" },
@@ -178,7 +182,7 @@ export function addrsOf(values: FlagValues): string[] {
 }
 
 /** Client settings from the global flags (not yet connected). */
-export function connectOptionsOf(values: FlagValues): ConnectOptions {
+export function connectOptionsOf(values: FlagValues): ConnectOptions & { discover: boolean } {
   const ca = stringFlag(values, "ca");
   const cert = stringFlag(values, "cert");
   const key = stringFlag(values, "key");
@@ -186,6 +190,7 @@ export function connectOptionsOf(values: FlagValues): ConnectOptions {
   return {
     addrs: addrsOf(values),
     insecure: boolFlag(values, "insecure"),
+    discover: !boolFlag(values, "no-discover"),
     attemptTimeoutMs: intFlag(values, "timeout-ms", 5000, 1),
     tls: {
       ...(ca ? { ca } : {}),

@@ -3,6 +3,7 @@
  * a member; with `leave-on-terminate` it leaves for good), SIGHUP reloads the ACL policy.
  * Logs go to stderr as JSON lines; metrics and /healthz to `metrics-port`.
  */
+import * as grpc from "@grpc/grpc-js";
 import { parseConfig } from "../config/mod.ts";
 import type { NodeConfig } from "../config/mod.ts";
 import { ConfigError } from "../errors.ts";
@@ -54,17 +55,19 @@ export function instrument(metrics: NodeMetrics, nodeId: string): NodeHooks {
       raftLog.info("configuration", { voters: config.voters, learners: config.learners });
     },
     onRequest(info) {
-      const code = String(info.code);
+      const code = grpcStatusName(info.code);
       metrics.grpcRequestsTotal.inc({ method: info.method, code });
       metrics.grpcRequestDurationSeconds.observe({ method: info.method }, info.durationMs / 1000);
-      if (info.code === 7) metrics.deniedRequestsTotal.inc({ action: info.method });
+      if (info.code === grpc.status.PERMISSION_DENIED) {
+        metrics.deniedRequestsTotal.inc({ action: info.method });
+      }
       const props = {
         method: info.method,
         code: info.code,
         duration_ms: Math.round(info.durationMs * 1000) / 1000,
         subject: info.subject,
       };
-      if (info.error && info.code !== 5) {
+      if (info.error && info.code !== grpc.status.NOT_FOUND) {
         grpcLog.warn("request failed", { ...props, error: info.error.message });
       } else {
         grpcLog.debug("request", props);
@@ -77,6 +80,11 @@ export function instrument(metrics: NodeMetrics, nodeId: string): NodeHooks {
       raftLog[level](message, props);
     },
   };
+}
+
+/** The canonical name of a gRPC status code ("OK", "NOT_FOUND"), as Prometheus labels use. */
+function grpcStatusName(code: number): string {
+  return grpc.status[code] ?? String(code);
 }
 
 /** Refreshes the gauges that are read rather than pushed. */
