@@ -35,6 +35,9 @@ import {
 import type { RaftStorage } from "./storage.ts";
 import { PeerTransport } from "./transport.ts";
 
+/** A node within this many entries of the commit index counts as caught up (health). */
+const CAUGHT_UP_LAG_ENTRIES = 1024;
+
 /** What the host reports to metrics and logs; every hook is optional. */
 export interface ReplicationHooks {
   onSoftState?(state: SoftState): void;
@@ -242,7 +245,8 @@ export class ReplicationHost {
   /** Has this node a leader and applied everything it knows committed? */
   isCaughtUp(): boolean {
     const st = this.raft.status();
-    return st.leader !== "" && this.fsm.appliedIndex >= st.commit;
+    // Under load the commit index runs a batch or two ahead of apply; that is not lagging.
+    return st.leader !== "" && this.fsm.appliedIndex + CAUGHT_UP_LAG_ENTRIES >= st.commit;
   }
 
   // ---------------------------------------------------------------------------------------

@@ -91,6 +91,19 @@ export function guardHttp2Socket(socket: SocketLike): Duplex {
     write(chunk: Uint8Array, _encoding, cb) {
       socket.write(chunk, (err?: Error | null) => cb(err ?? null));
     },
+    // While one write is in flight, the frames HTTP/2 produces meanwhile (headers, data and
+    // trailers of many responses) queue up and go out here as one write: one syscall.
+    writev(chunks: { chunk: Uint8Array }[], cb) {
+      let total = 0;
+      for (const c of chunks) total += c.chunk.length;
+      const joined = new Uint8Array(total);
+      let at = 0;
+      for (const c of chunks) {
+        joined.set(c.chunk, at);
+        at += c.chunk.length;
+      }
+      socket.write(joined, (err?: Error | null) => cb(err ?? null));
+    },
     final(cb) {
       socket.end();
       cb();
