@@ -6,7 +6,7 @@
  */
 import type { Duplex } from "node:stream";
 import type * as grpc from "@grpc/grpc-js";
-import { UnavailableError } from "../errors.ts";
+import { InvalidArgumentError, UnavailableError } from "../errors.ts";
 import type { NodeConfig } from "../config/mod.ts";
 import { type Command, type CommandResult, KvStateMachine } from "../kv/mod.ts";
 import { GossipHost, type MemberEvent } from "../membership/mod.ts";
@@ -398,22 +398,26 @@ export class MokvNode implements KvBackend {
     if (st.role === "leader" && st.config.voters.length > 1) {
       await this.host.transferLeadership("").catch(() => undefined);
     }
+    const cfg = this.host.status().config;
+    const lastVoter = cfg.voters.length === 1 && cfg.voters[0] === this.nodeId;
+    // Gossip first: once the others see us as "left", the leader's reconciler never adds us
+    // back, whatever the order in which the removal below and its own removal land.
+    await this.gossip.leave();
+    if (lastVoter) return;
     const deadline = Date.now() + 10_000;
     for (;;) {
-      const cfg = this.host.status().config;
-      if (!cfg.voters.includes(this.nodeId) && !cfg.learners.includes(this.nodeId)) break;
-      if (cfg.voters.length === 1 && cfg.voters[0] === this.nodeId) break; // the last one
       try {
         await this.host.removeServer(this.nodeId);
-        break;
+        return;
       } catch (err) {
+        // "not a member": the leader's reconciler removed us first.
+        if (err instanceof InvalidArgumentError) return;
         if (Date.now() > deadline) {
           throw new UnavailableError(`could not leave the Raft configuration: ${err}`);
         }
         await new Promise((r) => setTimeout(r, 200));
       }
     }
-    await this.gossip.leave();
   }
 
   /**

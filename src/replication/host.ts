@@ -124,6 +124,8 @@ export class ReplicationHost {
   private ticks = 0;
   private lastSnapshotIndex: number;
   private softState: SoftState = { leader: "", role: "follower", term: 0 };
+  /** The last leader this node knew of (admin requests still reach it after we lose it). */
+  private lastLeader: NodeId = "";
   /** Addresses learned outside the Raft config (gossip), for nodes not yet in it. */
   private readonly addressBook = new Map<NodeId, string>();
   private configListeners: ((config: Config) => void)[] = [];
@@ -346,7 +348,9 @@ export class ReplicationHost {
   private async admin(req: AdminRequest): Promise<string> {
     const st = this.raft.status();
     if (st.role === "leader") return await this.adminLocal(req);
-    const addr = st.leader === "" ? undefined : this.addressOf(st.leader);
+    // A node on its way out (removed, no longer hearing heartbeats) still knows who led.
+    const leaderId = st.leader !== "" ? st.leader : this.lastLeader;
+    const addr = leaderId === "" ? undefined : this.addressOf(leaderId);
     if (addr === undefined) throw new UnavailableError("no leader known; retry");
     try {
       const reply = await this.transport.request(
@@ -357,7 +361,9 @@ export class ReplicationHost {
       );
       return new TextDecoder().decode(reply);
     } catch (err) {
-      throw isRemoteError(err) ? errorFromWire(err.message) : err;
+      const e = isRemoteError(err) ? errorFromWire(err.message) : err;
+      if (e instanceof NotLeaderError && e.leaderId) this.lastLeader = e.leaderId;
+      throw e;
     }
   }
 
@@ -665,6 +671,7 @@ export class ReplicationHost {
       this.handleReads(rd);
       if (rd.softState) {
         this.softState = rd.softState;
+        if (rd.softState.leader !== "") this.lastLeader = rd.softState.leader;
         this.hooks.onSoftState?.(rd.softState);
       }
       this.raft.advance();
