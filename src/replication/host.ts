@@ -22,6 +22,7 @@ import {
   type RaftStatus,
   type Random,
   type Ready,
+  type Snapshot,
   type SoftState,
 } from "../raft/mod.ts";
 import {
@@ -546,6 +547,9 @@ export class ReplicationHost {
   private receive(msgs: readonly Message[]): void {
     if (!this.running) return;
     for (const m of msgs) this.raft.step(m);
+    // An acknowledgement may have committed entries: answer their clients now, even while
+    // the loop is busy writing the next batch.
+    this.applyEntries(this.raft.takeCommitted());
     this.wake();
   }
 
@@ -619,16 +623,27 @@ export class ReplicationHost {
   private async drainReady(): Promise<void> {
     while (this.raft.hasReady()) {
       const rd = this.raft.ready();
-      // A Ready that only moves the commit index needs no fsync before applying: the commit
-      // index is recoverable from the leader after a crash, so it rides along with the next
-      // batch of entries instead (one fsync saved on every write's critical path). Term and
-      // vote changes, entries and snapshots are always durable before anything is sent.
       // A leader's replication messages overlap its own fsync (see isSafeBeforePersist).
       const early = rd.messages.filter(isSafeBeforePersist);
       const late = early.length === rd.messages.length
         ? []
         : rd.messages.filter((m) => !isSafeBeforePersist(m));
       this.send(early);
+      // The state machine is volatile and committed entries are durable on a majority, so
+      // restoring and applying do not wait for this node's fsync: clients get their answers
+      // while the next batch is being written.
+      if (rd.snapshot) this.restoreSnapshot(rd.snapshot);
+      this.applyEntries(rd.committed);
+      this.handleReads(rd);
+      if (rd.softState) {
+        this.softState = rd.softState;
+        if (rd.softState.leader !== "") this.lastLeader = rd.softState.leader;
+        this.hooks.onSoftState?.(rd.softState);
+      }
+      // A Ready that only moves the commit index needs no fsync: the commit index is
+      // recoverable from the leader after a crash, so it rides along with the next batch of
+      // entries instead. Term and vote changes, entries and snapshots are always durable
+      // before the messages that depend on them are sent.
       let hardState = rd.hardState;
       if (hardState) {
         const durable = this.persistedHardState;
@@ -651,36 +666,36 @@ export class ReplicationHost {
         this.hooks.onStorageCommit?.((performance.now() - t0) / 1000);
         if (rd.entries.length > 0) this.hooks.onAppendBatch?.(rd.entries.length);
       }
-      if (rd.snapshot) {
-        this.fsm.restore(rd.snapshot.data);
-        this.lastSnapshotIndex = rd.snapshot.meta.index;
-        this.hooks.log?.("info", "installed a snapshot from the leader", {
-          index: rd.snapshot.meta.index,
-          bytes: rd.snapshot.data.length,
-        });
-        for (const [index, p] of this.proposals) {
-          if (index <= rd.snapshot.meta.index) {
-            this.proposals.delete(index);
-            p.reject(new UnavailableError("leadership changed; outcome unknown, retry"));
-          }
-        }
-        this.emitConfig(rd.snapshot.meta.config);
-      }
       this.send(late);
-      for (const e of rd.committed) this.applyEntry(e);
-      this.handleReads(rd);
-      if (rd.softState) {
-        this.softState = rd.softState;
-        if (rd.softState.leader !== "") this.lastLeader = rd.softState.leader;
-        this.hooks.onSoftState?.(rd.softState);
-      }
       this.raft.advance();
-      this.resolveAppliedWaiters();
-      if (rd.committed.length > 0) {
-        this.hooks.onCommitted?.(this.raft.status().commit, this.fsm.appliedIndex);
-      }
+      // Entries committed while we were writing (acknowledgements arrive meanwhile).
+      this.applyEntries(this.raft.takeCommitted());
       await this.maybeSnapshot();
     }
+  }
+
+  private restoreSnapshot(snap: Snapshot): void {
+    this.fsm.restore(snap.data);
+    this.lastSnapshotIndex = snap.meta.index;
+    this.hooks.log?.("info", "installed a snapshot from the leader", {
+      index: snap.meta.index,
+      bytes: snap.data.length,
+    });
+    for (const [index, p] of this.proposals) {
+      if (index <= snap.meta.index) {
+        this.proposals.delete(index);
+        p.reject(new UnavailableError("leadership changed; outcome unknown, retry"));
+      }
+    }
+    this.emitConfig(snap.meta.config);
+  }
+
+  /** Applies committed entries in order, resolves their proposals and waiting reads. */
+  private applyEntries(entries: readonly Entry[]): void {
+    if (entries.length === 0) return;
+    for (const e of entries) this.applyEntry(e);
+    this.resolveAppliedWaiters();
+    this.hooks.onCommitted?.(this.raft.status().commit, this.fsm.appliedIndex);
   }
 
   private send(msgs: readonly Message[]): void {
