@@ -100,3 +100,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "SIGTERM on the leader hands leadership over: the next write needs no election",
+  ...opts,
+  fn: async () => {
+    const c = await startCluster({ size: 3 });
+    try {
+      const old = await c.leader();
+      const other = c.nodes.find((n) => n.name !== old.name)!;
+      await set(c, other, "before", "1");
+      await c.kill(old.name, "SIGTERM");
+      assert_(old.stderr.includes('"message":"stopped"'), "the leader stopped cleanly");
+      // Leadership moved during the shutdown (TimeoutNow), so a write succeeds at once.
+      const t0 = Date.now();
+      await eventually(() => set(c, other, "after", "2"), 10_000, 20);
+      const leader = await c.leader();
+      assert_(leader.name !== old.name, "a new leader");
+      assert_(Date.now() - t0 < 5000, `write after a graceful stop took ${Date.now() - t0} ms`);
+      assertEquals(await get(c, other, "before"), "1");
+    } finally {
+      await c.stop();
+    }
+  },
+});
