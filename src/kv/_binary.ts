@@ -129,6 +129,18 @@ export class BinaryReader {
     return out;
   }
 
+  /**
+   * Like `blob()`, but a view into the input instead of a copy: no allocation per value.
+   * The input buffer stays alive as long as any view does.
+   */
+  blobView(): Uint8Array {
+    const n = this.u32();
+    this.#need(n);
+    const out = this.#bytes.subarray(this.#offset, this.#offset + n);
+    this.#offset += n;
+    return out;
+  }
+
   str(): string {
     const n = this.u32();
     this.#need(n);
