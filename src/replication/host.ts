@@ -36,6 +36,10 @@ import {
 import type { RaftStorage } from "./storage.ts";
 import { PeerTransport } from "./transport.ts";
 
+/** Writes waiting for commit on the leader, and reads waiting for a ReadIndex, at most. */
+const MAX_PENDING_PROPOSALS = 16_384;
+const MAX_PENDING_READS = 16_384;
+
 /** A node within this many entries of the commit index counts as caught up (health). */
 const CAUGHT_UP_LAG_ENTRIES = 1024;
 
@@ -298,6 +302,10 @@ export class ReplicationHost {
 
   /** Leader: appends and waits for the entry to be applied. */
   private proposeLocal(data: Uint8Array, deadlineMs: number): Promise<CommandResult> {
+    if (this.proposals.size >= MAX_PENDING_PROPOSALS) {
+      // Back-pressure instead of an unbounded queue: the client retries later.
+      throw new UnavailableError(`too many writes in flight (${MAX_PENDING_PROPOSALS}); retry`);
+    }
     let index: number, term: number;
     try {
       ({ index, term } = this.raft.propose(data));
@@ -481,10 +489,22 @@ export class ReplicationHost {
   readBarrier(consistency: "linearizable" | "stale"): Promise<void> {
     if (consistency === "stale") return Promise.resolve();
     this.throwIfFatal();
+    if (this.pendingReads() >= MAX_PENDING_READS) {
+      return Promise.reject(
+        new UnavailableError(`too many reads in flight (${MAX_PENDING_READS}); retry`),
+      );
+    }
     return new Promise((resolve, reject) => {
       this.readQueue.push({ deadlineMs: Date.now() + this.requestTimeoutMs, resolve, reject });
       this.wake();
     });
+  }
+
+  private pendingReads(): number {
+    let n = this.readQueue.length + this.readRetry.length +
+      (this.readInFlight?.waiters.length ?? 0);
+    for (const aw of this.appliedWaiters) n += aw.waiters.length;
+    return n;
   }
 
   /** Starts a ReadIndex round for every queued read, unless one is already out. */
