@@ -61,17 +61,16 @@ export function instrument(metrics: NodeMetrics, nodeId: string): NodeHooks {
       if (info.code === grpc.status.PERMISSION_DENIED) {
         metrics.deniedRequestsTotal.inc({ action: info.method });
       }
+      const failed = info.error !== undefined && info.code !== grpc.status.NOT_FOUND;
+      if (!failed && !grpcLog.isEnabled("debug")) return; // the hot path: nothing to build
       const props = {
         method: info.method,
-        code: info.code,
+        code,
         duration_ms: Math.round(info.durationMs * 1000) / 1000,
         subject: info.subject,
       };
-      if (info.error && info.code !== grpc.status.NOT_FOUND) {
-        grpcLog.warn("request failed", { ...props, error: info.error.message });
-      } else {
-        grpcLog.debug("request", props);
-      }
+      if (failed) grpcLog.warn("request failed", { ...props, error: info.error!.message });
+      else grpcLog.debug("request", props);
     },
     onGossipEvent(e) {
       gossipLog.info(`member ${e.type}`, { member: e.member.name, addr: e.member.addr });

@@ -207,9 +207,7 @@ Deno.test({
           ["/api.Admin/Leave", "nobody may not admin *"],
         ];
         await eventually(() => {
-          const denials = logLines(follower).filter((l) =>
-            l.code === grpc.status.PERMISSION_DENIED
-          );
+          const denials = logLines(follower).filter((l) => l.code === "PERMISSION_DENIED");
           for (const [method, error] of expected) {
             const line = denials.find((l) => l.method === method && l.error === error);
             assert_(line, `no log line for ${method} (${error}) in ${JSON.stringify(denials)}`);
