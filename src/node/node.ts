@@ -27,7 +27,9 @@ import { expectedBootstrapConfig, nextReconcileAction, type ReconcileMember } fr
 
 /** Extra wiring a caller (main, tests) may add; all optional. */
 export interface NodeHooks extends ReplicationHooks {
+  /** Every KV and Admin RPC, once it has answered. */
   onRequest?(info: RequestInfo): void;
+  /** Every gossip membership event. */
   onGossipEvent?(event: MemberEvent): void;
 }
 
@@ -192,6 +194,7 @@ export class MokvNode implements KvBackend {
     return this.host.readBarrier(consistency);
   }
 
+  /** The Raft voters and learners with their RPC addresses, and who leads. */
   servers(): Promise<ServerInfo[]> {
     const st = this.host.status();
     const out: ServerInfo[] = [];
@@ -209,6 +212,7 @@ export class MokvNode implements KvBackend {
     return Promise.resolve(out);
   }
 
+  /** This node's gossip view. */
   members(): MemberInfo[] {
     return this.gossip.members().map((m) => ({
       name: m.name,
@@ -218,10 +222,12 @@ export class MokvNode implements KvBackend {
     }));
   }
 
+  /** Removes a member from Raft (forwarded to the leader). */
   removeServer(id: string): Promise<void> {
     return this.host.removeServer(id);
   }
 
+  /** Moves leadership to `id`, or to the most caught-up voter; resolves with the new leader. */
   transferLeadership(id?: string): Promise<string> {
     return this.host.transferLeadership(id ?? "");
   }

@@ -45,12 +45,19 @@ const CAUGHT_UP_LAG_ENTRIES = 1024;
 
 /** What the host reports to metrics and logs; every hook is optional. */
 export interface ReplicationHooks {
+  /** Leader, role or term changed. */
   onSoftState?(state: SoftState): void;
+  /** Entries were applied; the commit and applied indexes now. */
   onCommitted?(commitIndex: number, appliedIndex: number): void;
+  /** A local proposal was applied, `seconds` after it was proposed. */
   onProposalCommitted?(seconds: number): void;
+  /** A batch of `entries` log entries was made durable in one commit. */
   onAppendBatch?(entries: number): void;
+  /** One Deno KV commit took `seconds`. */
   onStorageCommit?(seconds: number): void;
+  /** A snapshot was taken and the log compacted. */
   onSnapshot?(info: { index: number; bytes: number; seconds: number }): void;
+  /** A configuration was appended or restored. */
   onConfig?(config: Config): void;
   log?(
     level: "debug" | "info" | "warn" | "error",
@@ -240,6 +247,7 @@ export class ReplicationHost {
     this.configListeners.push(listener);
   }
 
+  /** The Raft core's status (role, term, indexes, configuration, follower progress). */
   status(): RaftStatus {
     return this.raft.status();
   }
