@@ -105,3 +105,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "dead-server cleanup removes a failed voter, but never below the minimum quorum",
+  ...opts,
+  fn: async () => {
+    const c = await startCluster({
+      size: 4,
+      extraArgs: ["--dead-server-cleanup", "true", "--dead-server-min-quorum", "3"],
+    });
+    try {
+      await eventually(async () => {
+        const voters = (await servers(c, "n1")).filter((s) => s.is_voter).map((s) => s.id);
+        assertEquals(voters.sort(), ["n1", "n2", "n3", "n4"]);
+      }, 30_000);
+      const leader = await c.leader();
+      const victim = c.nodes.find((n) => n.name !== leader.name)!;
+      await c.kill(victim.name, "SIGKILL");
+      const live = c.nodes.find((n) => n.process)!;
+      // Gossip declares it failed (suspicion timeout), then the leader removes it: 3 remain.
+      await eventually(
+        async () => {
+          const ids = (await servers(c, live)).map((s) => s.id);
+          assert_(!ids.includes(victim.name), `${victim.name} still in ${ids}`);
+          assertEquals(ids.length, 3);
+        },
+        40_000,
+        500,
+      );
+      // A second failure would leave fewer than 3 voters: that one stays a voter.
+      const leader2 = await c.leader();
+      const victim2 = c.nodes.find((n) => n.process && n.name !== leader2.name)!;
+      await c.kill(victim2.name, "SIGKILL");
+      await new Promise((r) => setTimeout(r, 12_000));
+      const ids = (await servers(c, leader2)).map((s) => s.id);
+      assert_(ids.includes(victim2.name), "the minimum quorum keeps the second failed voter");
+    } finally {
+      await c.stop();
+    }
+  },
+});
