@@ -196,6 +196,8 @@ export class Swim {
 
   /** Replaces this node's tags; bumps its incarnation so the change wins everywhere. */
   setTags(tags: Tags): void {
+    // After leave() a new incarnation would announce us alive again: ignore the change.
+    if (this.#leaving) return;
     const next = { ...this.#self, tags: Object.freeze({ ...tags }) };
     checkSize(next);
     this.#self.tags = next.tags;

@@ -41,6 +41,8 @@ export class MokvNode implements KvBackend {
   private bootstrapTimer: ReturnType<typeof setInterval> | undefined;
   private reconciling = false;
   private stateAdvertised = false;
+  /** Set once leave() starts: no more gossip tag changes or membership changes from here. */
+  private leaving = false;
   private readonly verified = new Set<string>();
   private closed = false;
   private leftListeners: (() => void)[] = [];
@@ -278,7 +280,7 @@ export class MokvNode implements KvBackend {
 
   /** Tells the cluster by gossip that this node holds Raft state (so no one bootstraps anew). */
   private advertiseState(): void {
-    if (this.stateAdvertised || !this.host.hasState()) return;
+    if (this.leaving || this.stateAdvertised || !this.host.hasState()) return;
     this.stateAdvertised = true;
     this.gossip.setTags(stateTags(this.nodeId, this.host.rpcAddr, true));
   }
@@ -305,7 +307,7 @@ export class MokvNode implements KvBackend {
 
   /** Leader only: makes the Raft configuration follow the gossip view, one change at a time. */
   private async reconcile(): Promise<void> {
-    if (this.closed || this.reconciling) return;
+    if (this.closed || this.leaving || this.reconciling) return;
     this.advertiseState();
     const st = this.host.status();
     if (st.role !== "leader") return;
@@ -400,6 +402,7 @@ export class MokvNode implements KvBackend {
   }
 
   private async leaveCluster(): Promise<void> {
+    this.leaving = true;
     const st = this.host.status();
     if (st.role === "leader" && st.config.voters.length > 1) {
       await this.host.transferLeadership("").catch(() => undefined);

@@ -65,6 +65,12 @@ Deno.test({
       }, 20_000);
       const ids = (await servers(c, "n2")).map((s) => s.id).sort();
       assertEquals(ids, ["n1", "n2"]);
+    } catch (err) {
+      // MOKV_DEBUG_LEAVE=1 prints every node's log when this test fails.
+      if (Deno.env.get("MOKV_DEBUG_LEAVE")) {
+        for (const n of c.nodes) console.log(`--- ${n.name}\n${n.stderr}`);
+      }
+      throw err;
     } finally {
       await c.stop();
     }
