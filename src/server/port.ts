@@ -100,6 +100,8 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
 
   const toRaft = (socket: Duplex, peer: RaftPeer) => {
     try {
+      // Answers to forwarded writes go back on this connection: no Nagle delay on them.
+      (socket as Duplex & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
       options.onRaftSocket(socket, peer);
     } catch {
       socket.destroy();
