@@ -8,7 +8,7 @@ import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../error
 import { applyChange, isMember, isVoter, members } from "./config.ts";
 import { EMPTY_CONFIG, RaftLog } from "./log.ts";
 import { Progress, type ProgressState } from "./progress.ts";
-import { committedIndex, voteResult } from "./quorum.ts";
+import { committedIndex, majority, voteResult } from "./quorum.ts";
 import type {
   Append,
   AppendResponse,
@@ -628,7 +628,7 @@ export class RaftNode {
       if (id === this.id || pr?.recentActive) active++;
     }
     for (const [id, pr] of this.progress) if (id !== this.id) pr.recentActive = false;
-    return active >= Math.floor(this.config.voters.length / 2) + 1;
+    return active >= majority(this.config.voters.length);
   }
 
   /** Within an election timeout of hearing from a leader we ignore vote requests (leases). */
@@ -1060,7 +1060,7 @@ export class RaftNode {
   private hasQuorum(acks: ReadonlySet<NodeId>): boolean {
     let n = 0;
     for (const id of this.config.voters) if (acks.has(id)) n++;
-    return n >= Math.floor(this.config.voters.length / 2) + 1;
+    return n >= majority(this.config.voters.length);
   }
 
   private ackRead(context: number, from: NodeId): void {
