@@ -34,7 +34,7 @@ import {
   RequestKind,
 } from "./forward.ts";
 import type { RaftStorage } from "./storage.ts";
-import { PeerTransport } from "./transport.ts";
+import { PeerTransport, RemoteError } from "./transport.ts";
 
 /** Writes waiting for commit on the leader, and reads waiting for a ReadIndex, at most. */
 const MAX_PENDING_PROPOSALS = 16_384;
@@ -296,7 +296,7 @@ export class ReplicationHost {
       } catch (err) {
         const retryable = err instanceof NotLeaderError ||
           (err instanceof UnavailableError && (err as RetryableMarker).notApplied === true);
-        const remote = isRemoteError(err) ? errorFromWire(err.message) : undefined;
+        const remote = err instanceof RemoteError ? errorFromWire(err.message) : undefined;
         if (!retryable && !(remote instanceof NotLeaderError)) {
           throw remote ?? (err instanceof Error ? err : new UnavailableError(String(err)));
         }
@@ -378,7 +378,7 @@ export class ReplicationHost {
       );
       return new TextDecoder().decode(reply);
     } catch (err) {
-      const e = isRemoteError(err) ? errorFromWire(err.message) : err;
+      const e = err instanceof RemoteError ? errorFromWire(err.message) : err;
       if (e instanceof NotLeaderError && e.leaderId) this.lastLeader = e.leaderId;
       throw e;
     }
@@ -806,11 +806,6 @@ export class ReplicationHost {
 /** Marks an UnavailableError for a write that certainly was not applied (safe to retry). */
 interface RetryableMarker {
   notApplied?: boolean;
-}
-
-/** The transport's error for an error frame: its message carries the remote typed error. */
-function isRemoteError(err: unknown): err is Error {
-  return err instanceof Error && /^(NOT_LEADER|UNAVAILABLE|INVALID_ARGUMENT):/.test(err.message);
 }
 
 function sleep(ms: number): Promise<void> {
