@@ -86,37 +86,46 @@ function grpcStatusName(code: number): string {
   return grpc.status[code] ?? String(code);
 }
 
-/** Refreshes the gauges that are read rather than pushed. */
-function sample(node: MokvNode, metrics: NodeMetrics): void {
-  metrics.storeKeys.set(node.storeKeys());
-  metrics.storeBytes.set(node.storeBytes());
-  const counts = { alive: 0, suspect: 0, failed: 0, left: 0 };
-  for (const m of node.members()) counts[m.state]++;
-  for (const [state, n] of Object.entries(counts)) metrics.gossipMembers.set({ state }, n);
-  const st = node.host.status();
-  metrics.replicationLagEntries.reset();
-  for (const [peer, p] of Object.entries(st.progress)) {
-    if (peer !== node.nodeId) metrics.replicationLagEntries.set({ peer }, st.lastIndex - p.match);
-  }
-  const g = node.gossip.stats();
-  metrics.gossipProbeFailuresTotal.inc(g.probeFailures - prevProbeFailures.get(metrics)!);
-  prevProbeFailures.set(metrics, g.probeFailures);
-  const decode = g.decodeErrors - (prevDecode.get(metrics) ?? 0);
-  const auth = g.authFailures - (prevAuth.get(metrics) ?? 0);
-  if (decode > 0) metrics.gossipPacketFailuresTotal.inc({ reason: "decode" }, decode);
-  if (auth > 0) metrics.gossipPacketFailuresTotal.inc({ reason: "auth" }, auth);
-  prevDecode.set(metrics, g.decodeErrors);
-  prevAuth.set(metrics, g.authFailures);
-  for (const [peer, s] of Object.entries(node.host.transport.stats().peers)) {
-    const prev = prevTransportErrors.get(`${peer}`) ?? 0;
-    if (s.errors > prev) metrics.transportErrorsTotal.inc({ peer }, s.errors - prev);
-    prevTransportErrors.set(`${peer}`, s.errors);
-  }
+/**
+ * Returns a function that refreshes the metrics read rather than pushed: gauges, and counters
+ * whose totals live in the gossip host and the transport (each call adds what grew since).
+ */
+function sampler(node: MokvNode, metrics: NodeMetrics): () => void {
+  const lastTotals = new Map<string, number>();
+  /** Passes `inc` what `total` grew by since the last sample under `key`. */
+  const addGrowth = (
+    key: string,
+    total: number,
+    inc: (delta: number) => void,
+  ) => {
+    const delta = total - (lastTotals.get(key) ?? 0);
+    lastTotals.set(key, total);
+    if (delta > 0) inc(delta);
+  };
+  return () => {
+    metrics.storeKeys.set(node.storeKeys());
+    metrics.storeBytes.set(node.storeBytes());
+    const counts = { alive: 0, suspect: 0, failed: 0, left: 0 };
+    for (const m of node.members()) counts[m.state]++;
+    for (const [state, n] of Object.entries(counts)) metrics.gossipMembers.set({ state }, n);
+    const st = node.host.status();
+    metrics.replicationLagEntries.reset();
+    for (const [peer, p] of Object.entries(st.progress)) {
+      if (peer !== node.nodeId) metrics.replicationLagEntries.set({ peer }, st.lastIndex - p.match);
+    }
+    const g = node.gossip.stats();
+    addGrowth("probe", g.probeFailures, (d) => metrics.gossipProbeFailuresTotal.inc(d));
+    addGrowth("decode", g.decodeErrors, (d) => {
+      metrics.gossipPacketFailuresTotal.inc({ reason: "decode" }, d);
+    });
+    addGrowth("auth", g.authFailures, (d) => {
+      metrics.gossipPacketFailuresTotal.inc({ reason: "auth" }, d);
+    });
+    for (const [peer, p] of Object.entries(node.host.transport.stats().peers)) {
+      addGrowth(`peer:${peer}`, p.errors, (d) => metrics.transportErrorsTotal.inc({ peer }, d));
+    }
+  };
 }
-const prevProbeFailures = new WeakMap<NodeMetrics, number>();
-const prevDecode = new WeakMap<NodeMetrics, number>();
-const prevAuth = new WeakMap<NodeMetrics, number>();
-const prevTransportErrors = new Map<string, number>();
 
 /** Runs a node from command-line arguments; resolves with the exit code when it stops. */
 export async function runAgent(args: readonly string[]): Promise<number> {
@@ -133,7 +142,6 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   configureLogging({ level: config.logLevel, format: config.logFormat, nodeId: config.nodeName });
   const log = getLogger("node", config.nodeName);
   const metrics = createNodeMetrics({ defaultLabels: { node_id: config.nodeName } });
-  prevProbeFailures.set(metrics, 0);
   let node: MokvNode;
   try {
     node = await MokvNode.start(config, instrument(metrics, config.nodeName));
@@ -150,7 +158,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
       healthy: () => node.isHealthy(),
     })
     : undefined;
-  const sampler = setInterval(() => sample(node, metrics), 1000);
+  const sampleTimer = setInterval(sampler(node, metrics), 1000);
   log.info("node started", {
     rpc_addr: `${config.advertiseAddr}:${node.rpcPort}`,
     gossip_addr: `${config.bindAddr.host}:${config.bindAddr.port}`,
@@ -175,7 +183,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
       log.warn("clean stop failed", { error: String(err) });
       await node.shutdown({ transfer: false }).catch(() => undefined);
     }
-    clearInterval(sampler);
+    clearInterval(sampleTimer);
     await metricsServer?.close();
     clearTimeout(timer);
     log.info("stopped");
@@ -183,7 +191,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   };
   node.onLeft(() => {
     // `mokv leave` (Admin.Leave) finished: the process has nothing left to do.
-    clearInterval(sampler);
+    clearInterval(sampleTimer);
     void metricsServer?.close();
     stopped.resolve(0);
   });
