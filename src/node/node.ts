@@ -383,8 +383,7 @@ export class MokvNode implements KvBackend {
   async leave(): Promise<void> {
     if (this.closed) return;
     await this.leaveCluster();
-    await this.shutdown({ transfer: false });
-    for (const l of this.leftListeners) l();
+    await this.stopAfterLeaving();
   }
 
   /**
@@ -394,11 +393,12 @@ export class MokvNode implements KvBackend {
   async leaveThenStop(): Promise<void> {
     if (this.closed) return;
     await this.leaveCluster();
-    setTimeout(() => {
-      void this.shutdown({ transfer: false }).then(() => {
-        for (const l of this.leftListeners) l();
-      });
-    }, 300);
+    setTimeout(() => void this.stopAfterLeaving(), 300);
+  }
+
+  private async stopAfterLeaving(): Promise<void> {
+    await this.shutdown({ transfer: false });
+    for (const l of this.leftListeners) l();
   }
 
   private async leaveCluster(): Promise<void> {
