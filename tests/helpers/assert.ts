@@ -1,32 +1,63 @@
 /**
- * Assertions for tests (JSR's @std/assert is not reachable here): thin wrappers over
+ * Assertions for every test (JSR's @std/assert is not reachable here): thin wrappers over
  * `node:assert/strict`, with the names Deno users know.
  */
-import assert from "node:assert/strict";
+import nodeAssert from "node:assert/strict";
 
-/** Deep, strict equality. */
-export function assertEquals<T>(actual: T, expected: T, message?: string): void {
-  if (message === undefined) assert.deepStrictEqual(actual, expected);
-  else assert.deepStrictEqual(actual, expected, new Error(message));
+/** Deep, strict equality (Uint8Array contents included); `actual` narrows to `expected`'s type. */
+export function assertEquals<T>(
+  actual: unknown,
+  expected: T,
+  message?: string,
+): asserts actual is T {
+  if (message === undefined) nodeAssert.deepStrictEqual(actual, expected);
+  else nodeAssert.deepStrictEqual(actual, expected, new Error(message));
 }
 
 /** The value is truthy. */
-export function assert_(value: unknown, message?: string): asserts value {
-  assert.ok(value, message === undefined ? undefined : new Error(message));
+export function assert(value: unknown, message?: string): asserts value {
+  nodeAssert.ok(value, message === undefined ? undefined : new Error(message));
 }
 
-/** The promise rejects (optionally with an error of class `ErrorClass`); returns the error. */
+/** The same as `assert`, for files where `assert` names something else. */
+export const assert_: typeof assert = assert;
+
+// deno-lint-ignore no-explicit-any
+type ErrorClass<E extends Error> = abstract new (...args: any[]) => E;
+
+function describe(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+}
+
+/** `fn` throws (an instance of `type`, when given); returns the error. */
+export function assertThrows<E extends Error = Error>(
+  fn: () => unknown,
+  type?: ErrorClass<E>,
+  message?: string,
+): E {
+  try {
+    fn();
+  } catch (err) {
+    if (type === undefined || err instanceof type) return err as E;
+    throw new Error(`${message ?? "assertThrows"}: expected ${type.name}, got ${describe(err)}`);
+  }
+  throw new Error(`${message ?? "assertThrows"}: nothing was thrown`);
+}
+
+/**
+ * The promise (or the promise `fn` returns) rejects, with an instance of `type` when given;
+ * returns the error.
+ */
 export async function assertRejects<E extends Error = Error>(
-  fn: () => Promise<unknown>,
-  ErrorClass?: new (...args: never[]) => E,
+  p: Promise<unknown> | (() => Promise<unknown>),
+  type?: ErrorClass<E>,
+  message?: string,
 ): Promise<E> {
   try {
-    await fn();
+    await (typeof p === "function" ? p() : p);
   } catch (err) {
-    if (ErrorClass && !(err instanceof ErrorClass)) {
-      throw new Error(`expected ${ErrorClass.name}, got ${err}`);
-    }
-    return err as E;
+    if (type === undefined || err instanceof type) return err as E;
+    throw new Error(`${message ?? "assertRejects"}: expected ${type.name}, got ${describe(err)}`);
   }
-  throw new Error("expected a rejection");
+  throw new Error(`${message ?? "assertRejects"}: it resolved`);
 }

@@ -2,7 +2,7 @@
  * The simulator's safety checkers on hand-made histories: each property accepts a correct
  * history and rejects a violating one, with the property named in the error.
  */
-import { assertEquals, assertThrows } from "./sim/assert.ts";
+import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import { Disk } from "./sim/disk.ts";
 import { InvariantViolation, SafetyChecker } from "./sim/checker.ts";
 import { encodeOp } from "./sim/kv_state_machine.ts";

@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "./_assert.ts";
+import { assertEquals, assertThrows } from "../helpers/assert.ts";
 import {
   CodecError,
   decodeEntry,

@@ -1,4 +1,4 @@
-import { assertEquals, assertRejects, assertTrue } from "./_assert.ts";
+import { assert as assertTrue, assertEquals, assertRejects } from "../helpers/assert.ts";
 import { countKeys, withTempDir } from "./_tmp.ts";
 import { Gen, normalEntries } from "./_gen.ts";
 import { PART_BYTES, RaftStorage, StorageError } from "../../src/replication/storage.ts";

@@ -1,6 +1,6 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import { assertEquals, assertRejects, assertTrue } from "./_assert.ts";
+import { assert as assertTrue, assertEquals, assertRejects } from "../helpers/assert.ts";
 import { Gen, MESSAGE_TYPES, seeded } from "./_gen.ts";
 import {
   PeerTransport,

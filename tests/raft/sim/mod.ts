@@ -3,7 +3,7 @@
  * with disks and a KV state machine, the safety checkers, a manually driven cluster for
  * scenario tests, and the whole-run simulation.
  */
-export { assert, assertEquals, assertThrows } from "./assert.ts";
+export { assert, assertEquals, assertThrows } from "../../helpers/assert.ts";
 export { InvariantViolation, SafetyChecker, type ServedRead } from "./checker.ts";
 export { Cluster, type ClusterOptions, type MessageFilter } from "./cluster.ts";
 export { Disk, type LogView, PersistenceContractError } from "./disk.ts";
