@@ -118,6 +118,8 @@ Deno.test({
           removed.code === ExitCode.NOT_FOUND,
         removed.err,
       );
+    } catch (err) {
+      throw cluster.explain(err);
     } finally {
       await cluster.stop();
       await Deno.remove(dir, { recursive: true });

@@ -84,6 +84,8 @@ Deno.test({
       } finally {
         client.close();
       }
+    } catch (err) {
+      throw cluster.explain(err);
     } finally {
       await cluster.stop();
     }

@@ -6,23 +6,10 @@
 import { CONFIG_KEYS } from "../../src/config/mod.ts";
 import { assert_, assertEquals } from "../helpers/assert.ts";
 import { repoPath } from "./_scripts.ts";
+import { reservePort } from "../helpers/ports.ts";
 
 const MAIN = repoPath("main.ts");
 const DENO_FLAGS = ["run", "--allow-all", "--unstable-kv", "--unstable-net"];
-
-function freeTcpPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-function freeUdpPort(): number {
-  const conn = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (conn.addr as Deno.NetAddr).port;
-  conn.close();
-  return port;
-}
 
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "mokv_outside_" });
@@ -52,10 +39,9 @@ Deno.test("main.ts --help works from a directory outside the repository", async 
 
 Deno.test("a node starts from a directory outside the repository and stops on SIGTERM", async () => {
   await withTempDir(async (dir) => {
-    const rpcPort = freeTcpPort();
-    let metricsPort = freeTcpPort();
-    while (metricsPort === rpcPort) metricsPort = freeTcpPort();
-    const gossipPort = freeUdpPort();
+    const rpcPort = reservePort();
+    const metricsPort = reservePort();
+    const gossipPort = reservePort();
     const child = new Deno.Command(Deno.execPath(), {
       args: [
         ...DENO_FLAGS,

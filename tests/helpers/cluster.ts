@@ -12,6 +12,7 @@ import type {
   KvClient as KvClientType,
 } from "../../src/api/messages.ts";
 import { makeTestCerts, type TestCerts } from "./certs.ts";
+import { reservePort } from "./ports.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -28,6 +29,15 @@ export interface TestNode {
   process?: Deno.ChildProcess;
   /** Everything the node wrote to stderr (JSON log lines). */
   stderr: string;
+  /** Set once the current process exited (its status), until the node is started again. */
+  exited?: Deno.CommandStatus;
+}
+
+/** The last `chars` characters of a node's output, for failure messages. */
+export function tail(node: TestNode, chars = 3000): string {
+  const out = node.stderr.length > chars ? `…${node.stderr.slice(-chars)}` : node.stderr;
+  const status = node.exited ? ` (exited with code ${node.exited.code})` : "";
+  return `--- ${node.name}${status}, last output:\n${out || "(nothing)"}\n---`;
 }
 
 /** Options of `startCluster`. */
@@ -59,24 +69,9 @@ export interface TestCluster {
   kv(node: TestNode | string): KvClientType;
   admin(node: TestNode | string): AdminClientType;
   node(name: string): TestNode;
+  /** `err` with every node's name, exit status and last output appended (for failures). */
+  explain(err: unknown): Error;
   stop(): Promise<void>;
-}
-
-/** A free TCP port on 127.0.0.1 that is also free for UDP. */
-function freePort(): number {
-  for (let i = 0; i < 50; i++) {
-    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (l.addr as Deno.NetAddr).port;
-    l.close();
-    try {
-      const u = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port });
-      u.close();
-      return port;
-    } catch {
-      continue;
-    }
-  }
-  throw new Error("no free port");
 }
 
 /** Starts a cluster and waits until it has a leader and every node sees every voter. */
@@ -88,7 +83,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
   const nodes: TestNode[] = [];
   const ports: { rpc: number; gossip: number; metrics: number }[] = [];
   for (let i = 0; i < size; i++) {
-    ports.push({ rpc: freePort(), gossip: freePort(), metrics: freePort() });
+    ports.push({ rpc: reservePort(), gossip: reservePort(), metrics: reservePort() });
   }
   for (let i = 0; i < size; i++) {
     const name = `n${i + 1}`;
@@ -168,6 +163,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
     const child = cmd.spawn();
     node.process = child;
     node.stderr = "";
+    node.exited = undefined;
+    child.status.then((st) => {
+      if (node.process === child) node.exited = st;
+    });
     (async () => {
       const decoder = new TextDecoder();
       try {
@@ -207,11 +206,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
         }
         await new Promise((r) => setTimeout(r, 200));
       }
-      throw new Error(
-        `no leader within ${timeoutMs} ms\n${
-          nodes.map((n) => `${n.name}: ${n.stderr.slice(-2000)}`).join("\n")
-        }`,
-      );
+      throw new Error(`no leader within ${timeoutMs} ms\n${nodes.map((n) => tail(n)).join("\n")}`);
     },
     async kill(name, signal = "SIGKILL") {
       const n = byName(name);
@@ -241,12 +236,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
       const n = byName(name);
       if (n.process) await cluster.kill(name);
       spawn(n);
-      await waitForPort(n.rpcAddr, 20_000);
+      await waitForNode(n, 20_000);
     },
     async startNode(name) {
       const n = byName(name);
       spawn(n);
-      await waitForPort(n.rpcAddr, 20_000);
+      await waitForNode(n, 20_000);
     },
     kv(node) {
       const n = byName(node);
@@ -275,6 +270,11 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
     node(name) {
       return byName(name);
     },
+    explain(err) {
+      const e = err instanceof Error ? err : new Error(String(err));
+      e.message = `${e.message}\n${nodes.map((n) => tail(n)).join("\n")}`;
+      return e;
+    },
     async stop() {
       for (const c of clients.values()) c.close();
       clients.clear();
@@ -286,7 +286,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
   try {
     const first = opts.startNodes ?? size;
     for (const n of nodes.slice(0, first)) spawn(n);
-    for (const n of nodes.slice(0, first)) await waitForPort(n.rpcAddr, 30_000);
+    for (const n of nodes.slice(0, first)) await waitForNode(n, 30_000);
     await cluster.leader(30_000);
   } catch (err) {
     await cluster.stop();
@@ -295,11 +295,15 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
   return cluster;
 }
 
-/** Waits until something accepts TCP connections at addr. */
-async function waitForPort(addr: string, timeoutMs: number): Promise<void> {
-  const [host, port] = addr.split(":");
+/**
+ * Waits until the node accepts TCP connections on its RPC port. Fails at once, with the
+ * node's output, if its process exits first; on timeout the error carries its output too.
+ */
+async function waitForNode(node: TestNode, timeoutMs: number): Promise<void> {
+  const [host, port] = node.rpcAddr.split(":");
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    if (node.exited) throw new Error(`${node.name} exited before it listened\n${tail(node)}`);
     try {
       const c = await Deno.connect({ hostname: host, port: Number(port) });
       c.close();
@@ -308,7 +312,9 @@ async function waitForPort(addr: string, timeoutMs: number): Promise<void> {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  throw new Error(`nothing listens on ${addr} after ${timeoutMs} ms`);
+  throw new Error(
+    `${node.name}: nothing listens on ${node.rpcAddr} after ${timeoutMs} ms\n${tail(node)}`,
+  );
 }
 
 /** Promisifies a unary grpc-js call. */

@@ -9,6 +9,7 @@ import {
   parseGossipKey,
 } from "../../src/membership/mod.ts";
 import { ConfigError } from "../../src/errors.ts";
+import { reservePort } from "../helpers/ports.ts";
 
 function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
@@ -76,18 +77,10 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Pro
   }
 }
 
-/** A port that was free a moment ago. */
-function freePort(): number {
-  const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const port = (probe.addr as Deno.NetAddr).port;
-  probe.close();
-  return port;
-}
-
 Deno.test("udp: hosts converge whatever the start order; a closed host is detected failed", async () => {
   const c = new Cluster();
   try {
-    const seedAddr = `127.0.0.1:${freePort()}`;
+    const seedAddr = `127.0.0.1:${reservePort()}`;
     // Two members start before the seed they join through exists.
     await c.add("b", [seedAddr]);
     await c.add("c", [seedAddr]);

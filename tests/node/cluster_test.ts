@@ -99,6 +99,8 @@ Deno.test({
           assertEquals(dec.decode(res.value), "ok");
         },
       );
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }

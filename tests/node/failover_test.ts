@@ -43,6 +43,8 @@ Deno.test({
       for (const key of load.acked) {
         assertEquals(await get(c, old.name, key, "STALE"), `v-${key}`);
       }
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }
@@ -95,6 +97,8 @@ Deno.test({
       }
       const ids = (await servers(c, c.nodes[0])).map((s) => s.id).sort();
       assertEquals(ids, ["n1", "n2", "n3"]);
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }
@@ -119,6 +123,8 @@ Deno.test({
       assert_(leader.name !== old.name, "a new leader");
       assert_(Date.now() - t0 < 5000, `write after a graceful stop took ${Date.now() - t0} ms`);
       assertEquals(await get(c, other, "before"), "1");
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }

@@ -29,6 +29,8 @@ Deno.test({
       assert_(/"type":"promote","id":"n4"/.test(log), "then promoted");
       assertEquals(await get(c, "n4", "pre49", "STALE"), "49");
       assert_(leader.name !== undefined);
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }
@@ -66,11 +68,14 @@ Deno.test({
       const ids = (await servers(c, "n2")).map((s) => s.id).sort();
       assertEquals(ids, ["n1", "n2"]);
     } catch (err) {
-      // MOKV_DEBUG_LEAVE=1 prints every node's log when this test fails.
+      // MOKV_DEBUG_LEAVE=1 prints every node's whole log when this test fails.
       if (Deno.env.get("MOKV_DEBUG_LEAVE")) {
-        for (const n of c.nodes) console.log(`--- ${n.name}\n${n.stderr}`);
+        for (const n of c.nodes) {
+          console.log(`--- ${n.name}
+${n.stderr}`);
+        }
       }
-      throw err;
+      throw c.explain(err);
     } finally {
       await c.stop();
     }
@@ -103,9 +108,9 @@ Deno.test({
       }
     } catch (err) {
       if (err instanceof Error && "code" in err) {
-        throw new Error(`${(err as grpc.ServiceError).code}: ${err.message}`);
+        throw c.explain(new Error(`${(err as grpc.ServiceError).code}: ${err.message}`));
       }
-      throw err;
+      throw c.explain(err);
     } finally {
       await c.stop();
     }
@@ -146,6 +151,8 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 12_000));
       const ids = (await servers(c, leader2)).map((s) => s.id);
       assert_(ids.includes(victim2.name), "the minimum quorum keeps the second failed voter");
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }

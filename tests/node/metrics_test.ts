@@ -123,6 +123,8 @@ Deno.test({
           assert_(typeof rec.level === "string" && typeof rec.message === "string", line);
         }
       }
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }

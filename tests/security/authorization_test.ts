@@ -220,6 +220,8 @@ Deno.test({
           return Promise.resolve();
         }, 5000);
       });
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       root.close();
       nobody.close();

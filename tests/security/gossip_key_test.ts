@@ -147,6 +147,8 @@ Deno.test({
           )
         );
       });
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       udp.close();
       await c.stop();

@@ -105,6 +105,8 @@ Deno.test({
         );
         assertEquals(res.servers.map((s) => s.id).sort(), ["n1", "n2", "n3", "n6"]);
       });
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       await c.stop();
     }

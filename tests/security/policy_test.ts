@@ -164,6 +164,8 @@ Deno.test({
         const done = await set(c.kv(c.nodes[2]), "after-reloads");
         assertEquals(done.code, OK);
       });
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       for (const nobody of nobodies) nobody.close();
       await c.stop();

@@ -251,6 +251,8 @@ Deno.test({
           assert_(!/uncaught|panicked/i.test(n.stderr), `${n.name}: ${n.stderr.slice(-2000)}`);
         }
       });
+    } catch (err) {
+      throw c.explain(err);
     } finally {
       for (const o of opened) {
         try {
