@@ -44,6 +44,10 @@ export class MokvNode implements KvBackend {
   /** Set once leave() starts: no more gossip tag changes or membership changes from here. */
   private leaving = false;
   private readonly verified = new Set<string>();
+  /** Members being checked over the peer transport now (at most MAX_CONCURRENT_VERIFICATIONS). */
+  private readonly verifying = new Set<string>();
+  /** When a member last failed its check (at most MAX_TRACKED_VERIFY_FAILURES entries). */
+  private readonly verifyFailedAt = new Map<string, number>();
   private closed = false;
   private leftListeners: (() => void)[] = [];
 
@@ -314,7 +318,11 @@ export class MokvNode implements KvBackend {
     this.reconciling = true;
     try {
       const match: Record<string, number> = {};
-      for (const [id, p] of Object.entries(st.progress)) match[id] = p.match;
+      const active = new Set<string>();
+      for (const [id, p] of Object.entries(st.progress)) {
+        match[id] = p.match;
+        if (p.active) active.add(id);
+      }
       const { action, verify } = nextReconcileAction({
         selfId: this.nodeId,
         config: st.config,
@@ -322,28 +330,12 @@ export class MokvNode implements KvBackend {
         commitIndex: st.commit,
         members: this.gossipView(),
         verified: this.verified,
+        active,
         deadServerCleanup: this.config.deadServerCleanup,
         deadServerMinQuorum: this.config.deadServerMinQuorum,
       });
-      for (const id of verify) {
-        const addr = this.gossipView().find((m) => m.name === id)?.rpcAddr;
-        if (!addr) continue;
-        try {
-          const answered = await this.host.ping(addr);
-          if (answered === id) this.verified.add(id);
-          else this.hooks.log?.("warn", "member answered with another id", { id, answered });
-        } catch (err) {
-          this.hooks.log?.("warn", "cannot reach new member over the peer transport", {
-            id,
-            addr,
-            error: String(err),
-          });
-        }
-      }
-      if (!action) {
-        if (verify.some((id) => this.verified.has(id))) queueMicrotask(() => this.reconcile());
-        return;
-      }
+      this.startVerifications(verify);
+      if (!action) return;
       this.hooks.log?.("info", "membership change", { ...action });
       switch (action.type) {
         case "addLearner":
@@ -370,6 +362,56 @@ export class MokvNode implements KvBackend {
       this.hooks.log?.("debug", "reconcile step deferred", { error: String(err) });
     } finally {
       this.reconciling = false;
+    }
+  }
+
+  /**
+   * Checks new members over the peer transport in the background, at most
+   * {@link MAX_CONCURRENT_VERIFICATIONS} at once, each bounded by {@link VERIFY_TIMEOUT_MS};
+   * a member that failed is not tried again for {@link VERIFY_RETRY_MS}. So fake members
+   * gossip made up cost a bounded number of dials and never hold up a real change.
+   */
+  private startVerifications(ids: readonly string[]): void {
+    const now = Date.now();
+    for (const [id, at] of this.verifyFailedAt) {
+      if (now - at >= VERIFY_RETRY_MS) this.verifyFailedAt.delete(id);
+    }
+    for (const id of ids) {
+      if (this.verifying.size >= MAX_CONCURRENT_VERIFICATIONS) return;
+      if (this.verifying.has(id) || this.verifyFailedAt.has(id)) continue;
+      const addr = this.gossip.members().find((m) => m.name === id)?.rpcAddr;
+      if (!addr) continue;
+      this.verifying.add(id);
+      void this.verifyMember(id, addr).finally(() => {
+        this.verifying.delete(id);
+        if (!this.closed) queueMicrotask(() => this.reconcile());
+      });
+    }
+  }
+
+  private async verifyMember(id: string, addr: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("timed out")), VERIFY_TIMEOUT_MS);
+    });
+    try {
+      const answered = await Promise.race([this.host.ping(addr), timeout]);
+      if (answered === id) {
+        this.verified.add(id);
+        return;
+      }
+      this.hooks.log?.("warn", "member answered with another id", { id, answered });
+    } catch (err) {
+      this.hooks.log?.("warn", "cannot reach new member over the peer transport", {
+        id,
+        addr,
+        error: String(err),
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.verifyFailedAt.size < MAX_TRACKED_VERIFY_FAILURES) {
+      this.verifyFailedAt.set(id, Date.now());
     }
   }
 
@@ -419,7 +461,7 @@ export class MokvNode implements KvBackend {
         await this.host.removeServer(this.nodeId);
         return;
       } catch (err) {
-        // "not a member": the leader's reconciler removed us first.
+        // "not a member": an operator (or a retry of ours) removed us first.
         if (err instanceof InvalidArgumentError) return;
         if (Date.now() > deadline) {
           throw new UnavailableError(`could not leave the Raft configuration: ${err}`);
@@ -457,6 +499,15 @@ export class MokvNode implements KvBackend {
     this.storage.close();
   }
 }
+
+/** Members the leader checks over the peer transport at the same time. */
+export const MAX_CONCURRENT_VERIFICATIONS = 4;
+/** Longest one reachability check of a new member may take, in ms. */
+export const VERIFY_TIMEOUT_MS = 2000;
+/** A member that failed its check is not tried again for this long, in ms. */
+export const VERIFY_RETRY_MS = 10_000;
+/** Bound of the table of recent check failures (one entry per member at most). */
+export const MAX_TRACKED_VERIFY_FAILURES = 4096;
 
 /** Gossip tag set once a node holds Raft state; bootstrap-expect never bootstraps beside one. */
 export const RAFT_STATE_TAG = "raft_state";

@@ -2,6 +2,12 @@
  * The leader's membership reconciler (Consul's leader loop and autopilot, in small): from the
  * gossip view and the Raft configuration it decides the next single-server change. It is a
  * pure function, so every rule is tested without a cluster; the node executes the action.
+ *
+ * Gossip only informs: nothing gossip says removes a voter by itself. A member that left on
+ * purpose is removed by its own request over mutual TLS (`mokv leave`, `leave-on-terminate`:
+ * the leaving node calls RemoveServer on itself) or by the operator's RemoveServer, never
+ * because gossip reports it `left`. The only removal decided here is the opt-in dead-server
+ * cleanup, and only for a voter the leader itself no longer hears from over Raft.
  */
 import type { Config, NodeId } from "../raft/mod.ts";
 
@@ -18,7 +24,7 @@ export interface ReconcileMember {
 export type ReconcileAction =
   | { readonly type: "addLearner"; readonly id: NodeId; readonly address: string }
   | { readonly type: "promote"; readonly id: NodeId }
-  | { readonly type: "remove"; readonly id: NodeId; readonly reason: "left" | "dead" };
+  | { readonly type: "remove"; readonly id: NodeId; readonly reason: "dead" };
 
 /** Everything the decision depends on. */
 export interface ReconcileInput {
@@ -30,7 +36,13 @@ export interface ReconcileInput {
   readonly members: readonly ReconcileMember[];
   /** Members the leader has reached over the peer transport (mutual TLS when configured). */
   readonly verified: ReadonlySet<NodeId>;
-  /** Remove failed voters while at least `deadServerMinQuorum` voters remain. */
+  /**
+   * Voters the leader has heard from over Raft recently (progress `active`). Dead-server
+   * cleanup never removes one of them, whatever gossip says: a forged gossip `dead` cannot
+   * remove a voter that still answers the leader.
+   */
+  readonly active?: ReadonlySet<NodeId>;
+  /** Remove failed voters while at least `deadServerMinQuorum` voters remain (opt-in). */
   readonly deadServerCleanup: boolean;
   readonly deadServerMinQuorum: number;
   /** A learner within this many entries of the commit index counts as caught up. */
@@ -38,10 +50,12 @@ export interface ReconcileInput {
 }
 
 /**
- * Decides one change, in order of urgency: remove members that left on purpose; add alive
- * members that are not in the configuration as learners (once verified reachable); promote
- * learners that caught up; optionally remove dead voters above the minimum quorum. Returns
- * the members to verify when an addition waits on reachability.
+ * Decides one change, in order of urgency: add alive members that are not in the
+ * configuration as learners (once verified reachable over the peer transport); promote
+ * learners that caught up; when dead-server cleanup is on, remove a voter gossip reports
+ * failed and the leader no longer hears from, above the minimum quorum. A member gossip
+ * reports `left` is never removed here (its own RemoveServer request does that). Returns the
+ * members to verify when an addition waits on reachability.
  */
 export function nextReconcileAction(
   input: ReconcileInput,
@@ -49,12 +63,6 @@ export function nextReconcileAction(
   const { config, selfId } = input;
   const inConfig = (id: NodeId) => config.voters.includes(id) || config.learners.includes(id);
   const byName = new Map(input.members.map((m) => [m.name, m]));
-
-  for (const m of input.members) {
-    if (m.state === "left" && m.name !== selfId && inConfig(m.name)) {
-      return { action: { type: "remove", id: m.name, reason: "left" }, verify: [] };
-    }
-  }
 
   const verify: NodeId[] = [];
   for (const m of input.members) {
@@ -77,7 +85,7 @@ export function nextReconcileAction(
   if (input.deadServerCleanup) {
     for (const id of config.voters) {
       const m = byName.get(id);
-      if (id === selfId || m?.state !== "failed") continue;
+      if (id === selfId || m?.state !== "failed" || input.active?.has(id)) continue;
       if (config.voters.length - 1 >= input.deadServerMinQuorum) {
         return { action: { type: "remove", id, reason: "dead" }, verify };
       }

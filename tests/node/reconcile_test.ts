@@ -59,30 +59,33 @@ Deno.test("reconcile: a caught-up learner is promoted; one far behind is not", (
   );
 });
 
-Deno.test("reconcile: a member that left is removed; a failed one stays unless cleanup is on", () => {
+Deno.test("reconcile: a gossip left or dead removes no voter; cleanup only when enabled", () => {
+  // Gossip only informs: a member gossip reports left (a forged `dead name=c from=c` says
+  // so) stays a voter until its own RemoveServer request or the operator's.
   const left = [alive("a"), alive("b"), alive("c", { state: "left" })];
-  assertEquals(nextReconcileAction({ ...base, members: left }).action, {
-    type: "remove",
-    id: "c",
-    reason: "left",
-  });
+  assertEquals(nextReconcileAction({ ...base, members: left }).action, undefined);
+  assertEquals(
+    nextReconcileAction({ ...base, members: left, deadServerCleanup: true, deadServerMinQuorum: 1 })
+      .action,
+    undefined,
+    "cleanup removes failed voters, never left ones",
+  );
   const failed = [alive("a"), alive("b"), alive("c", { state: "failed" })];
   assertEquals(nextReconcileAction({ ...base, members: failed }).action, undefined);
+  assertEquals(
+    nextReconcileAction({ ...base, members: failed, deadServerMinQuorum: 2 }).action,
+    undefined,
+    "cleanup is off by default",
+  );
   // Cleanup keeps at least dead-server-min-quorum voters.
   assertEquals(
     nextReconcileAction({ ...base, members: failed, deadServerCleanup: true }).action,
     undefined,
   );
-  assertEquals(
-    nextReconcileAction({
-      ...base,
-      members: failed,
-      deadServerCleanup: true,
-      deadServerMinQuorum: 2,
-    })
-      .action,
-    { type: "remove", id: "c", reason: "dead" },
-  );
+  const cleanup = { ...base, members: failed, deadServerCleanup: true, deadServerMinQuorum: 2 };
+  assertEquals(nextReconcileAction(cleanup).action, { type: "remove", id: "c", reason: "dead" });
+  // A voter the leader still hears from over Raft is not dead, whatever gossip says.
+  assertEquals(nextReconcileAction({ ...cleanup, active: new Set(["b", "c"]) }).action, undefined);
 });
 
 Deno.test("bootstrap-expect: the same configuration for everyone, in natural name order", () => {
