@@ -189,6 +189,14 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     log.info("stopped");
     stopped.resolve(0);
   };
+  node.host.onFatal((err) => {
+    // Nothing can be served any more: exit non-zero so that a supervisor restarts the node,
+    // which then recovers from its disk.
+    log.error("replication failed; exiting", { error: err.message });
+    clearInterval(sampleTimer);
+    void metricsServer?.close();
+    stopped.resolve(1);
+  });
   node.onLeft(() => {
     // `mokv leave` (Admin.Leave) finished: the process has nothing left to do.
     clearInterval(sampleTimer);

@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
 import { applyChange, isMember, isVoter, members } from "./config.ts";
-import { EMPTY_CONFIG, RaftLog } from "./log.ts";
+import { EMPTY_CONFIG, RaftInvariantError, RaftLog } from "./log.ts";
 import { Progress, type ProgressState } from "./progress.ts";
 import { committedIndex, majority, voteResult } from "./quorum.ts";
 import type {
@@ -78,6 +78,8 @@ export interface RaftStatus {
   readonly applied: number;
   readonly firstIndex: number;
   readonly lastIndex: number;
+  /** Highest index the host confirmed durable with advance() (on every role). */
+  readonly durableIndex: number;
   readonly snapshotIndex: number;
   readonly snapshotTerm: number;
   readonly config: Config;
@@ -86,7 +88,10 @@ export interface RaftStatus {
 }
 
 interface PendingRead {
+  /** The asker's own number for the read: echoed back to it, never used to confirm. */
   readonly context: number;
+  /** The leader's round: only answers to heartbeats of this round or later confirm it. */
+  readonly round: number;
   readonly index: number;
   /** Who asked: this node, or a follower to answer with ReadIndexResponse. */
   readonly from: NodeId;
@@ -148,6 +153,10 @@ export class RaftNode {
   private persistedIndex: number;
   /** lastIndex when the outstanding Ready was taken; becomes persistedIndex on advance(). */
   private readyLastIndex = 0;
+  /** Term of the entry at readyLastIndex then: a mismatch at advance() means it was replaced. */
+  private readyLastTerm = 0;
+  /** Leader: id of the latest ReadIndex round; heartbeats carry it, responses echo it. */
+  private readRound = 0;
   private prevHardState: HardState;
   private prevSoftState: SoftState;
 
@@ -166,7 +175,13 @@ export class RaftNode {
     }
     const snapMeta = persisted?.snapshot?.meta ?? { index: 0, term: 0, config: EMPTY_CONFIG };
     this.log = new RaftLog(snapMeta, persisted?.entries ?? [], persisted?.hardState.commit ?? 0);
-    if (this.log.committed > this.log.lastIndex()) this.log.committed = this.log.lastIndex();
+    if (this.log.committed > this.log.lastIndex()) {
+      // The host persists entries before the commit index that covers them: a commit index
+      // beyond the log means the disk lost entries, and serving from it would lose writes.
+      throw new RaftInvariantError(
+        `persisted commit index ${this.log.committed} is beyond the last log entry ${this.log.lastIndex()}`,
+      );
+    }
     this.snapshotData = persisted?.snapshot;
     this.term = persisted?.hardState.term ?? 0;
     this.vote = persisted?.hardState.vote ?? "";
@@ -222,6 +237,12 @@ export class RaftNode {
    */
   proposeConfigChange(change: ConfigChange): { index: number; term: number } {
     this.checkCanPropose();
+    if (this.log.term(this.log.committed) !== this.term) {
+      // The single-server change rule needs an entry of this term committed first (Raft
+      // thesis §4.1 with Ongaro's 2015 correction): otherwise a change appended by a
+      // deposed leader and one of ours may both reach a majority of different configs.
+      throw new UnavailableError("a new leader makes no membership change before its first commit");
+    }
     if (this.pendingConfigIndex > this.log.committed) {
       throw new UnavailableError("a membership change is already in progress");
     }
@@ -396,6 +417,7 @@ export class RaftNode {
     this.prevHardState = hs;
     this.prevSoftState = ss;
     this.readyLastIndex = this.log.lastIndex();
+    this.readyLastTerm = this.log.lastTerm();
     this.log.stableIndex = this.log.lastIndex();
     this.log.applied = Math.max(this.log.applied, this.log.committed);
     this.snapshotToPersist = undefined;
@@ -423,8 +445,12 @@ export class RaftNode {
     // ready() already moved the apply and persist cursors. What advance() adds is the
     // leader's own durability: its entries count towards commit only from here on, which is
     // what lets the host send appends before its own fsync (Raft thesis §10.2.1).
+    // Entries replaced while the Ready was being written (a new leader truncated them) are not
+    // the ones on disk: only what still has the readied term counts (etcd's stableTo).
     const durable = Math.min(this.readyLastIndex, this.log.lastIndex());
-    if (durable > this.persistedIndex) this.persistedIndex = durable;
+    if (durable > this.persistedIndex && this.log.term(durable) === this.readyLastTerm) {
+      this.persistedIndex = durable;
+    }
     if (this.role === "leader" && this.maybeCommit()) this.commitAdvanced = true;
   }
 
@@ -451,6 +477,7 @@ export class RaftNode {
       applied: this.log.applied,
       firstIndex: this.log.firstIndex(),
       lastIndex: this.log.lastIndex(),
+      durableIndex: Math.min(this.persistedIndex, this.log.lastIndex()),
       snapshotIndex: this.log.snapshot.index,
       snapshotTerm: this.log.snapshot.term,
       config: this.config,
@@ -569,8 +596,7 @@ export class RaftNode {
     this.role = "leader";
     this.leader = this.id;
     for (const id of members(this.config)) this.addProgress(id);
-    // Changes already in the log may be uncommitted: allow no new one until this commits.
-    this.pendingConfigIndex = this.log.lastIndex();
+    this.readRound = 0;
     // The no-op of Raft §8: commits everything before it and enables ReadIndex.
     this.appendEntry({
       type: "normal",
@@ -578,6 +604,8 @@ export class RaftNode {
       index: this.log.lastIndex() + 1,
       data: new Uint8Array(0),
     });
+    // Changes already in the log may be uncommitted: allow no new one until the no-op commits.
+    this.pendingConfigIndex = this.log.lastIndex();
   }
 
   private addProgress(id: NodeId): void {
@@ -616,7 +644,8 @@ export class RaftNode {
     }
     if (this.heartbeatElapsed >= this.heartbeatTicks) {
       this.heartbeatElapsed = 0;
-      this.broadcastHeartbeat(0);
+      // Carries the latest read round: its answers confirm every read registered before it.
+      this.broadcastHeartbeat(this.pendingReads.length > 0 ? this.readRound : 0);
     }
   }
 
@@ -868,7 +897,13 @@ export class RaftNode {
     }
     if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
       const truncatedAt = this.log.mergeFrom(m.entries);
-      if (truncatedAt > 0) this.persistedIndex = Math.min(this.persistedIndex, truncatedAt - 1);
+      if (truncatedAt > 0) {
+        this.persistedIndex = Math.min(this.persistedIndex, truncatedAt - 1);
+        if (this.readyLastIndex >= truncatedAt) {
+          this.readyLastIndex = truncatedAt - 1;
+          this.readyLastTerm = this.log.term(truncatedAt - 1) ?? 0;
+        }
+      }
       this.config = this.log.currentConfig();
       const lastNew = m.prevIndex + m.entries.length;
       this.commitTo(Math.min(m.commit, lastNew));
@@ -1039,6 +1074,7 @@ export class RaftNode {
     }
     const read: PendingRead = {
       context,
+      round: this.readRound + 1,
       index: this.log.committed,
       from,
       acks: new Set([this.id]),
@@ -1047,8 +1083,12 @@ export class RaftNode {
       this.releaseRead(read);
       return;
     }
+    // A new round: heartbeats sent from now on carry its id, and an answer echoing it was
+    // sent after the read was registered (Raft thesis §6.4). The asker's context never
+    // confirms anything, so two askers choosing the same number cannot confuse rounds.
+    this.readRound++;
     this.pendingReads.push(read);
-    this.broadcastHeartbeat(context);
+    this.broadcastHeartbeat(this.readRound);
   }
 
   private releaseReadsAwaitingCommit(): void {
@@ -1063,14 +1103,19 @@ export class RaftNode {
     return n >= majority(this.config.voters.length);
   }
 
-  private ackRead(context: number, from: NodeId): void {
-    const at = this.pendingReads.findIndex((r) => r.context === context);
-    if (at < 0) return;
-    const read = this.pendingReads[at];
-    read.acks.add(from);
-    if (!this.hasQuorum(read.acks)) return;
-    // Confirming this read confirms every earlier one too: they were asked before it.
-    const released = this.pendingReads.splice(0, at + 1);
+  /**
+   * `from` answered a heartbeat of `round`: it confirms every read of that round or older.
+   * An older read has every ack a newer one has, so the confirmed reads are a prefix.
+   */
+  private ackRead(round: number, from: NodeId): void {
+    let last = -1;
+    for (let i = 0; i < this.pendingReads.length; i++) {
+      const r = this.pendingReads[i];
+      if (r.round > round) break; // pendingReads is in round order
+      r.acks.add(from);
+      if (this.hasQuorum(r.acks)) last = i;
+    }
+    const released = this.pendingReads.splice(0, last + 1);
     for (const r of released) this.releaseRead(r);
   }
 

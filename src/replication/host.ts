@@ -132,7 +132,10 @@ export class ReplicationHost {
   private readRetry: ReadWaiter[] = [];
   private readInFlight: { context: number; sentTick: number; waiters: ReadWaiter[] } | undefined;
   private appliedWaiters: { index: number; waiters: ReadWaiter[] }[] = [];
-  private readSeq = 0;
+  /** Context of this node's latest ReadIndex request; starts at random (see the constructor). */
+  private readSeq: number;
+  /** State captured for a snapshot, written once the log is durable up to its index. */
+  private pendingSnapshot: { index: number; data: Uint8Array; startedMs: number } | undefined;
   private ticks = 0;
   private lastSnapshotIndex: number;
   private softState: SoftState = { leader: "", role: "follower", term: 0 };
@@ -141,6 +144,7 @@ export class ReplicationHost {
   /** Addresses learned outside the Raft config (gossip), for nodes not yet in it. */
   private readonly addressBook = new Map<NodeId, string>();
   private configListeners: ((config: Config) => void)[] = [];
+  private fatalListeners: ((error: Error) => void)[] = [];
   /** The hard state last made durable, and a commit-only change not yet written. */
   private persistedHardState: HardState;
   private deferredHardState: HardState | undefined;
@@ -158,6 +162,9 @@ export class ReplicationHost {
     this.hooks = opts.hooks ?? {};
     this.hadState = hadState;
     this.lastSnapshotIndex = raft.status().snapshotIndex;
+    // Answers to a previous run's read requests may still arrive (the leader's transport
+    // queues frames while we are down): a fresh random start keeps them from matching ours.
+    this.readSeq = Math.floor((opts.random ?? Math.random)() * 2 ** 40);
     const st = raft.status();
     this.persistedHardState = { term: st.term, vote: st.vote, commit: st.commit };
     this.transport = new PeerTransport({
@@ -247,6 +254,15 @@ export class ReplicationHost {
     this.configListeners.push(listener);
   }
 
+  /**
+   * Called once if the Ready loop stops for good (storage failed, or a Raft invariant
+   * broke): the node then serves nothing and is unhealthy, and should exit so that a
+   * supervisor restarts it from its disk.
+   */
+  onFatal(listener: (error: Error) => void): void {
+    this.fatalListeners.push(listener);
+  }
+
   /** The Raft core's status (role, term, indexes, configuration, follower progress). */
   status(): RaftStatus {
     return this.raft.status();
@@ -257,8 +273,9 @@ export class ReplicationHost {
     return this.raft.status().config.addresses[id] ?? this.addressBook.get(id);
   }
 
-  /** Has this node a leader and applied everything it knows committed? */
+  /** Has this node a leader and applied everything it knows committed? Never once failed. */
   isCaughtUp(): boolean {
+    if (this.fatal) return false;
     const st = this.raft.status();
     // Under load the commit index runs a batch or two ahead of apply; that is not lagging.
     return st.leader !== "" && this.fsm.appliedIndex + CAUGHT_UP_LAG_ENTRIES >= st.commit;
@@ -323,29 +340,43 @@ export class ReplicationHost {
       throw err;
     }
     return new Promise((resolve, reject) => {
-      this.proposals.set(index, {
+      this.trackProposal(index, {
         term,
         startedMs: performance.now(),
         deadlineMs,
         resolve,
         reject,
       });
-      this.wake();
     });
+  }
+
+  /**
+   * Waits for the entry at `index`. An older proposal still waiting at the same index lost
+   * its entry to a new leader's log (the index was reused), so it certainly did not apply:
+   * it fails as retryable instead of never settling.
+   */
+  private trackProposal(index: number, p: PendingProposal): void {
+    const old = this.proposals.get(index);
+    if (old) {
+      const err = new UnavailableError("leadership changed before the write committed; retry");
+      (err as RetryableMarker).notApplied = true;
+      old.reject(err);
+    }
+    this.proposals.set(index, p);
+    this.wake();
   }
 
   /** Leader only: proposes a membership change and waits until it is applied. */
   async changeConfig(change: ConfigChange): Promise<void> {
     const { index, term } = this.raft.proposeConfigChange(change);
     await new Promise<CommandResult>((resolve, reject) => {
-      this.proposals.set(index, {
+      this.trackProposal(index, {
         term,
         startedMs: performance.now(),
         deadlineMs: Date.now() + this.requestTimeoutMs,
         resolve,
         reject,
       });
-      this.wake();
     });
   }
 
@@ -644,6 +675,7 @@ export class ReplicationHost {
         for (const p of this.proposals.values()) p.reject(unavailable);
         this.proposals.clear();
         this.failReads(unavailable);
+        for (const l of this.fatalListeners) l(this.fatal);
       }
     }
   }
@@ -651,8 +683,14 @@ export class ReplicationHost {
   private async drainReady(): Promise<void> {
     while (this.raft.hasReady()) {
       const rd = this.raft.ready();
-      // A leader's replication messages overlap its own fsync (see isSafeBeforePersist).
-      const early = rd.messages.filter(isSafeBeforePersist);
+      // A leader's replication messages overlap its own fsync (see isSafeBeforePersist),
+      // but never in a Ready that changes term or vote: a sole voter elects itself and
+      // appends in one tick, and a crash before this fsync would let it win the same term
+      // again and write a different entry at an index its appends already announced.
+      const durableHs = this.persistedHardState;
+      const termOrVoteChanged = rd.hardState !== undefined &&
+        (rd.hardState.term !== durableHs.term || rd.hardState.vote !== durableHs.vote);
+      const early = termOrVoteChanged ? [] : rd.messages.filter(isSafeBeforePersist);
       const late = early.length === rd.messages.length
         ? []
         : rd.messages.filter((m) => !isSafeBeforePersist(m));
@@ -674,9 +712,7 @@ export class ReplicationHost {
       // before the messages that depend on them are sent.
       let hardState = rd.hardState;
       if (hardState) {
-        const durable = this.persistedHardState;
-        const commitOnly = hardState.term === durable.term && hardState.vote === durable.vote;
-        if (commitOnly && rd.entries.length === 0 && !rd.snapshot) {
+        if (!termOrVoteChanged && rd.entries.length === 0 && !rd.snapshot) {
           this.deferredHardState = hardState;
           hardState = undefined;
         }
@@ -716,6 +752,8 @@ export class ReplicationHost {
       }
     }
     this.emitConfig(snap.meta.config);
+    // Reads waiting to apply up to an index the snapshot covers are served now.
+    this.resolveAppliedWaiters();
   }
 
   /** Applies committed entries in order, resolves their proposals and waiting reads. */
@@ -770,15 +808,32 @@ export class ReplicationHost {
     for (const l of this.configListeners) l(config);
   }
 
+  /**
+   * Takes a snapshot once enough entries were applied since the last one. Entries are
+   * applied before this node's own fsync (they are durable on a majority), so the applied
+   * index may run ahead of the local log on disk; a snapshot there would move the log's
+   * start past entries not yet written and leave a gap. So the state is captured at the
+   * applied index, and the snapshot is handed to the core and written only once the log is
+   * durable that far (a later turn of the loop, after the next save).
+   */
   private async maybeSnapshot(): Promise<void> {
     const applied = this.fsm.appliedIndex;
-    if (applied - this.lastSnapshotIndex < this.snapshotEntries) return;
-    const t0 = performance.now();
+    if (!this.pendingSnapshot && applied - this.lastSnapshotIndex >= this.snapshotEntries) {
+      this.pendingSnapshot = {
+        index: applied,
+        data: this.fsm.snapshot(),
+        startedMs: performance.now(),
+      };
+    }
+    const pending = this.pendingSnapshot;
+    if (!pending || this.raft.status().durableIndex < pending.index) return;
+    this.pendingSnapshot = undefined;
+    this.lastSnapshotIndex = pending.index;
     // Keep a tail of the log so followers a little behind catch up without a snapshot.
     const keep = Math.min(this.snapshotEntries, 5000);
-    const snap = this.raft.compact(applied, this.fsm.snapshot(), keep);
-    this.lastSnapshotIndex = applied;
+    const snap = this.raft.compact(pending.index, pending.data, keep);
     if (!snap) return;
+    const t0 = pending.startedMs;
     await this.storage.saveSnapshot(snap);
     this.hooks.onSnapshot?.({
       index: snap.meta.index,

@@ -407,7 +407,9 @@ export class RaftStorage {
     if (entries.length > 0) {
       const lo = entries[0].index;
       const floor = snapshot ? snapshot.meta.index : first - 1;
-      if (lo <= floor || lo > last + 1) {
+      // After a snapshot beyond the stored log, the entries that follow it start right after it.
+      const top = snapshot ? Math.max(last, snapshot.meta.index) : last;
+      if (lo <= floor || lo > top + 1) {
         throw new StorageError(
           `entries from ${lo} leave a gap or rewrite compacted entries (log ${first}..${last})`,
         );

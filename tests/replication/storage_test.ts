@@ -411,3 +411,25 @@ Deno.test("storage: leftovers of a crash are cleaned by load", async () => {
     assertEquals(await countKeys(path, ["raft", "snap"]), 0);
   });
 });
+
+Deno.test("storage: a snapshot beyond the stored log with the entries after it is one Ready", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/raft.db`;
+    const [s] = await reopen(path);
+    await s.save({ entries: normalEntries(1, 10, 2, 50) });
+    // A follower far behind gets the leader's snapshot at 500 and, in the same Ready,
+    // the entries the leader appended right after it.
+    const far: Snapshot = {
+      meta: { index: 500, term: 6, config: CONFIG },
+      data: new Uint8Array(8),
+    };
+    const after = normalEntries(501, 3, 6, 50, 7);
+    await s.save({ snapshot: far, entries: after, hardState: { term: 6, vote: "", commit: 500 } });
+    s.close();
+    const [s2, st] = await reopen(path);
+    assertEquals(st.snapshot, far);
+    assertEquals(st.entries, after);
+    assertEquals([s2.stats().firstIndex, s2.stats().lastIndex], [501, 503]);
+    s2.close();
+  });
+});
