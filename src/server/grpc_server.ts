@@ -1,10 +1,14 @@
 /**
  * Assembles the gRPC server of a node: api.KV, api.Admin, grpc.health.v1.Health and server
  * reflection, with a receive limit large enough that oversized values get INVALID_ARGUMENT
- * instead of a dropped message.
+ * instead of a dropped message, a bound on concurrent streams per connection, an idle timeout
+ * per connection, and the identity interceptor: a call on a connection from the TLS port sees
+ * that connection's verified client certificate in `call.getAuthContext()`, and a call whose
+ * connection carries none is refused (UNAUTHENTICATED) before any handler runs.
  */
 import * as grpc from "@grpc/grpc-js";
-import { identitiesOf } from "./http2_guard.ts";
+import type { PeerCertificate } from "node:tls";
+import { identityOfSocket, isConnectionIdentityRequired } from "./http2_guard.ts";
 import { ReflectionService } from "@grpc/reflection";
 import {
   adminServiceDefinition,
@@ -23,8 +27,76 @@ import {
 /** Extra room above key + value for the rest of a request message. */
 export const MESSAGE_SLACK_BYTES = 64 * 1024;
 
+/** Default limit on concurrent streams (calls) of one HTTP/2 connection. */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 1024;
+/** Default time an HTTP/2 connection with no call open is kept before the server closes it. */
+export const DEFAULT_HTTP2_IDLE_TIMEOUT_MS = 5 * 60_000;
+
 /** Settings of {@link createGrpcServer}. */
-export interface GrpcServerOptions extends KvServiceOptions, HealthServiceOptions {}
+export interface GrpcServerOptions extends KvServiceOptions, HealthServiceOptions {
+  /** Default {@link DEFAULT_MAX_CONCURRENT_STREAMS} (`grpc.max_concurrent_streams`). */
+  readonly maxConcurrentStreams?: number;
+  /** Default {@link DEFAULT_HTTP2_IDLE_TIMEOUT_MS} (`grpc.max_connection_idle_ms`). */
+  readonly http2IdleTimeoutMs?: number;
+}
+
+/** A call that reports its connection's client certificate, which grpc-js cannot see itself. */
+class IdentifiedCall extends grpc.ServerInterceptingCall {
+  readonly #auth: ReturnType<grpc.ServerInterceptingCall["getAuthContext"]>;
+
+  constructor(next: grpc.ServerInterceptingCallInterface, certificate: PeerCertificate) {
+    super(next);
+    this.#auth = Object.freeze({ transportSecurityType: "ssl", sslPeerCertificate: certificate });
+  }
+
+  override getAuthContext(): ReturnType<grpc.ServerInterceptingCall["getAuthContext"]> {
+    return this.#auth;
+  }
+}
+
+/**
+ * The socket of the HTTP/2 session under `call`. grpc-js has no public accessor, so this reads
+ * the first intercepting call's `stream` (library boundary); if that ever changes, identities
+ * come back unknown and TLS-fed servers refuse calls, never grant them.
+ */
+function sessionSocketOf(call: grpc.ServerInterceptingCallInterface): unknown {
+  const stream = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream;
+  return stream?.session?.socket;
+}
+
+/** Refuses `call` with UNAUTHENTICATED and hands the handler nothing. */
+function refuse(call: grpc.ServerInterceptingCallInterface): grpc.ServerInterceptingCall {
+  const swallow = () => {};
+  return new grpc.ServerInterceptingCall(call, {
+    start: (next) => {
+      next({
+        onReceiveMetadata: swallow,
+        onReceiveMessage: swallow,
+        onReceiveHalfClose: swallow,
+      });
+      call.sendStatus({
+        code: grpc.status.UNAUTHENTICATED,
+        details: "the connection has no verified client certificate",
+      });
+    },
+  });
+}
+
+/** Attaches each call's connection identity (see the module comment). */
+function identityInterceptor(server: grpc.Server): grpc.ServerInterceptor {
+  return (_method, call) => {
+    // grpc-js's own TLS (bindAsync) already reports the certificate.
+    const known = call.getAuthContext().sslPeerCertificate !== undefined;
+    const identity = known ? undefined : identityOfSocket(sessionSocketOf(call));
+    if (identity?.kind === "tls") return new IdentifiedCall(call, identity.certificate);
+    // A server fed by a TLS port serves only connections with a verified certificate, so a
+    // plaintext connection reaching it by any other route is refused too.
+    if (known || !isConnectionIdentityRequired(server)) {
+      return new grpc.ServerInterceptingCall(call);
+    }
+    return refuse(call);
+  };
+}
 
 /**
  * A grpc-js server with every mokv service added, not yet bound: bind it with `bindAsync`, or
@@ -33,14 +105,16 @@ export interface GrpcServerOptions extends KvServiceOptions, HealthServiceOption
 export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   const maxKeyBytes = options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+  const interceptors: grpc.ServerInterceptor[] = [];
   const server = new grpc.Server({
     // CompareAndSet carries two values.
     "grpc.max_receive_message_length": 2 * maxValueBytes + maxKeyBytes + MESSAGE_SLACK_BYTES,
+    "grpc.max_concurrent_streams": options.maxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS,
+    "grpc.max_connection_idle_ms": options.http2IdleTimeoutMs ?? DEFAULT_HTTP2_IDLE_TIMEOUT_MS,
+    interceptors,
   });
-  const { kv, admin } = createKvServiceHandlers({
-    identities: identitiesOf(server),
-    ...options,
-  });
+  interceptors.push(identityInterceptor(server));
+  const { kv, admin } = createKvServiceHandlers(options);
   server.addService(kvServiceDefinition, kv);
   server.addService(adminServiceDefinition, admin);
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));

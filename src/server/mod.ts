@@ -18,7 +18,14 @@ export {
   subjectOf,
 } from "./kv_service.ts";
 export { createHealthHandlers, HEALTH_SERVICES, type HealthServiceOptions } from "./health.ts";
-export { createGrpcServer, type GrpcServerOptions, MESSAGE_SLACK_BYTES } from "./grpc_server.ts";
+export {
+  createGrpcServer,
+  DEFAULT_HTTP2_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_CONCURRENT_STREAMS,
+  type GrpcServerOptions,
+  MESSAGE_SLACK_BYTES,
+} from "./grpc_server.ts";
+export { MAX_FRAME_PAYLOAD_BYTES } from "./http2_guard.ts";
 export {
   type GrpcStatus,
   LEADER_ADDR_METADATA,
@@ -27,11 +34,14 @@ export {
 } from "./status.ts";
 export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_PENDING_HANDSHAKES,
   dialRaft,
   type DialRaftOptions,
   type ListeningPort,
   listenPort,
   type ListenPortOptions,
+  type PortStats,
   RAFT_ALPN,
   RAFT_PREFIX_BYTE,
   type RaftPeer,

@@ -12,14 +12,25 @@ import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { UnavailableError } from "../errors.ts";
-import { guardHttp2Socket, identitiesOf, type PeerIdentities, peerName } from "./http2_guard.ts";
+import {
+  type ConnectionIdentity,
+  guardHttp2Socket,
+  requireConnectionIdentity,
+} from "./http2_guard.ts";
 
 /** ALPN protocol a Raft peer connection negotiates. */
 export const RAFT_ALPN = "mokv-raft";
 /** First byte of a plaintext Raft connection. */
 export const RAFT_PREFIX_BYTE = 0x01;
-/** Default time a new socket has to finish its TLS handshake or send its first byte. */
+/**
+ * Default time a new socket has to finish its TLS handshake or send its first byte, and then a
+ * gRPC connection to send its whole HTTP/2 preface.
+ */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Default limit on open sockets of one port (gRPC and Raft, handshaking or not). */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Default limit on sockets of one port still in their TLS handshake (or first byte). */
+export const DEFAULT_MAX_PENDING_HANDSHAKES = 256;
 
 /** PEM material (contents, not paths). */
 export interface TlsMaterial {
@@ -45,16 +56,28 @@ export interface ListenPortOptions {
   readonly onRaftSocket: (socket: Duplex, peer: RaftPeer) => void;
   /** Default {@link DEFAULT_HANDSHAKE_TIMEOUT_MS}. */
   readonly handshakeTimeoutMs?: number;
+  /** Sockets beyond this many open ones are closed at once; default {@link DEFAULT_MAX_CONNECTIONS}. */
+  readonly maxConnections?: number;
   /**
-   * Where the client certificate subject of each gRPC connection is recorded (TLS only);
-   * default: the registry `createGrpcServer` gave `grpcServer`.
+   * New sockets beyond this many still handshaking are closed at once; default
+   * {@link DEFAULT_MAX_PENDING_HANDSHAKES}.
    */
-  readonly identities?: PeerIdentities;
+  readonly maxPendingHandshakes?: number;
+}
+
+/** What a port holds now, for tests and metrics. */
+export interface PortStats {
+  /** Accepted sockets not yet closed. */
+  readonly openConnections: number;
+  /** Of those, the ones still in their TLS handshake (or before their first byte). */
+  readonly pendingHandshakes: number;
 }
 
 /** A listening shared port. */
 export interface ListeningPort {
   readonly port: number;
+  /** Counts of the sockets this port holds now. */
+  stats(): PortStats;
   /**
    * Stops accepting, destroys every socket accepted on this port (gRPC and Raft alike) and
    * resolves once the listener is closed. Shut the gRPC server down first for a graceful drain.
@@ -70,29 +93,56 @@ const ignore = () => {};
 /**
  * Listens on host:port and routes each connection to gRPC or Raft. Guarantees: a socket that
  * fails its handshake, sends garbage, stays silent, or half-closes never affects the listener or
- * other connections (every socket has an error handler and a handshake timeout).
+ * other connections (every socket has an error handler and a handshake timeout); at most
+ * `maxConnections` sockets are open and at most `maxPendingHandshakes` are handshaking (more
+ * are closed on arrival); with TLS, a client certificate without a Common Name is refused (the
+ * CN is the subject, and an empty subject would read as plaintext mode's ""), and every gRPC
+ * connection carries the certificate it verified (http2_guard.ts).
  */
 export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const maxPendingHandshakes = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
   const injector = options.grpcServer.createConnectionInjector(
     grpc.ServerCredentials.createInsecure(),
   );
+  if (options.tls) requireConnectionIdentity(options.grpcServer);
   const sockets = new Set<net.Socket>();
   const track = (socket: net.Socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   };
+  // Raw sockets, counted from accept to close, and those still handshaking: until routed, or
+  // closed, or past the handshake timeout (whichever comes first, so the count cannot leak).
+  let open = 0;
+  const handshaking = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+  const handshakeOver = (raw: net.Socket) => {
+    clearTimeout(handshaking.get(raw));
+    handshaking.delete(raw);
+  };
+  /** Admits a newly accepted raw socket, or closes it when a limit is reached. */
+  const admit = (socket: net.Socket): boolean => {
+    socket.on("error", ignore);
+    if (open >= maxConnections || handshaking.size >= maxPendingHandshakes) {
+      socket.destroy();
+      return false;
+    }
+    open++;
+    handshaking.set(socket, setTimeout(() => handshaking.delete(socket), handshakeTimeoutMs));
+    socket.once("close", () => {
+      open--;
+      handshakeOver(socket);
+    });
+    track(socket);
+    return true;
+  };
 
-  const toGrpc = (socket: net.Socket, subject?: string) => {
+  const toGrpc = (socket: net.Socket, identity: ConnectionIdentity) => {
     try {
-      if (subject !== undefined) {
-        const peer = peerName(socket);
-        const identities = options.identities ?? identitiesOf(options.grpcServer);
-        identities.set(peer, subject);
-        socket.once("close", () => identities.delete(peer));
-      }
       socket.setNoDelay(true);
-      injector.injectConnection(guardHttp2Socket(socket));
+      injector.injectConnection(
+        guardHttp2Socket(socket, { identity, prefaceTimeoutMs: handshakeTimeoutMs }),
+      );
     } catch {
       socket.destroy();
     }
@@ -125,25 +175,33 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
         socket.destroy();
         return;
       }
-      const cn = socket.getPeerCertificate()?.subject?.CN;
-      const subject = typeof cn === "string" ? cn : "";
+      const certificate = socket.getPeerCertificate();
+      const cn = certificate?.subject?.CN;
+      if (typeof cn !== "string" || cn === "") {
+        socket.destroy();
+        return;
+      }
       if (socket.alpnProtocol === RAFT_ALPN) {
-        toRaft(socket, { cn: subject });
+        toRaft(socket, { cn });
       } else {
-        toGrpc(socket, subject);
+        toGrpc(socket, { kind: "tls", certificate });
       }
     });
     server.on("tlsClientError", (_error: Error, socket: tls.TLSSocket) => socket?.destroy());
     // Raw sockets, before and during the handshake.
     server.on("connection", (socket: net.Socket) => {
-      socket.on("error", ignore);
+      admit(socket);
+    });
+    server.on("secureConnection", (socket: tls.TLSSocket) => {
+      // node:tls keeps the accepted raw socket as `_parent` (Deno too); without it the entry
+      // still leaves `handshaking` at the handshake timeout.
+      const raw = (socket as unknown as { _parent?: unknown })._parent;
+      if (raw instanceof net.Socket) handshakeOver(raw);
       track(socket);
     });
-    server.on("secureConnection", (socket: tls.TLSSocket) => track(socket));
   } else {
     server = net.createServer((socket) => {
-      socket.on("error", ignore);
-      track(socket);
+      if (!admit(socket)) return;
       socket.setTimeout(handshakeTimeoutMs, () => socket.destroy());
       // Peek one byte in paused mode, so the socket reaches its new owner with the rest of its
       // data still buffered and flowing left to that owner's first "data" listener.
@@ -153,11 +211,12 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
         socket.off("readable", onReadable);
         socket.off("end", onEnd);
         socket.setTimeout(0);
+        handshakeOver(socket);
         if (first[0] === RAFT_PREFIX_BYTE) {
           toRaft(socket, { cn: "" });
         } else {
           socket.unshift(first);
-          toGrpc(socket);
+          toGrpc(socket, { kind: "plaintext" });
         }
       };
       const onEnd = () => socket.destroy();
@@ -176,6 +235,7 @@ export function listenPort(options: ListenPortOptions): Promise<ListeningPort> {
       const port = typeof address === "object" && address ? address.port : options.port;
       resolve({
         port,
+        stats: () => ({ openConnections: open, pendingHandshakes: handshaking.size }),
         close: () =>
           new Promise<void>((done) => {
             server.close(() => done());
