@@ -14,8 +14,11 @@ export const WIRE_VERSION = 1;
 /** Hard bound on a datagram on the wire, encryption included. */
 export const MAX_DATAGRAM_BYTES = 1400;
 
-/** Bytes the keyring adds to a datagram: version byte, 12-byte nonce, 16-byte GCM tag. */
-export const ENCRYPTION_OVERHEAD_BYTES = 1 + 12 + 16;
+/**
+ * Bytes the keyring adds to a datagram: version byte, 12-byte nonce, the sealed 8-byte send
+ * time (the replay window) and the 16-byte GCM tag.
+ */
+export const ENCRYPTION_OVERHEAD_BYTES = 1 + 12 + 8 + 16;
 
 /** Longest string (name, address, tag key or value) the decoder accepts. */
 export const MAX_STRING_BYTES = 1024;
@@ -324,8 +327,14 @@ function readPushPull(r: Reader): PushPull {
   return { type: "push-pull", needReply: flags === 1, members };
 }
 
-/** Decodes one datagram; throws {@link GossipDecodeError} on anything malformed. */
+/**
+ * Decodes one datagram; throws {@link GossipDecodeError} on anything malformed, and on any
+ * input longer than {@link MAX_DATAGRAM_BYTES} before reading it.
+ */
 export function decodeMessage(bytes: Uint8Array): Message {
+  if (bytes.length > MAX_DATAGRAM_BYTES) {
+    throw new GossipDecodeError(`${bytes.length} bytes exceed ${MAX_DATAGRAM_BYTES}`, 0);
+  }
   const r = new Reader(bytes);
   const version = r.byte();
   if (version !== WIRE_VERSION) r.fail(`unknown wire version ${version}`);

@@ -41,6 +41,12 @@ export interface SwimConfig {
   readonly maxPayloadBytes: number;
   /** Members a leave is sent to directly, beyond the usual gossip. */
   readonly leaveFanout: number;
+  /**
+   * Most members (this node included) the table holds (`gossip-max-members`). A new member
+   * beyond it takes the place of the failed or left member that changed longest ago, or is
+   * ignored and counted when there is none: a flood of made-up members cannot grow memory.
+   */
+  readonly maxMembers: number;
 }
 
 /** Defaults, in ticks of 100 ms. */
@@ -60,6 +66,7 @@ export const DEFAULT_SWIM_CONFIG: SwimConfig = Object.freeze({
   reapTicks: 864_000,
   maxPayloadBytes: MAX_DATAGRAM_BYTES - ENCRYPTION_OVERHEAD_BYTES - 21,
   leaveFanout: 16,
+  maxMembers: 1024,
 });
 
 /**
@@ -80,6 +87,7 @@ export function swimConfig(overrides: Partial<SwimConfig> = {}): SwimConfig {
     "joinRetryTicks",
     "maxJoinRetryTicks",
     "reapTicks",
+    "maxMembers",
   ];
   for (const k of positive) {
     if (!Number.isInteger(c[k]) || c[k] <= 0) {

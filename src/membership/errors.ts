@@ -21,3 +21,13 @@ export class MemberTooLargeError extends InvalidArgumentError {
     super(`member record is ${sizeBytes} bytes encoded; the limit is ${maxBytes}`);
   }
 }
+
+/**
+ * A sealed datagram that authenticates but was sent outside the replay window, or was seen
+ * already: a replay of a recorded datagram. The host drops and counts it.
+ */
+export class GossipReplayError extends GossipAuthError {
+  constructor(reason: string) {
+    super(reason);
+  }
+}

@@ -5,14 +5,27 @@
  * key everywhere, make it primary everywhere, then remove the old one).
  *
  * Sealed datagram: `[ENCRYPTION_VERSION][nonce: 12][ciphertext + 16-byte tag]`, the version
- * byte authenticated as additional data.
+ * byte authenticated as additional data. The plaintext starts with the send time (8 bytes,
+ * big-endian milliseconds since the epoch): a datagram sent more than
+ * {@link REPLAY_WINDOW_MS} from the receiver's clock is refused, and a nonce already seen
+ * within the window is refused, so a recorded datagram cannot be replayed (for example an
+ * old `alive` to bring back a member that left, or a `dead` to repeat an accusation). Node
+ * clocks must agree within the window (NTP does far better).
  */
 import { ConfigError } from "../errors.ts";
 import { ENCRYPTION_OVERHEAD_BYTES } from "./codec.ts";
-import { GossipAuthError } from "./errors.ts";
+import { GossipAuthError, GossipReplayError } from "./errors.ts";
 
-/** First byte of an encrypted datagram. */
-export const ENCRYPTION_VERSION = 1;
+/** First byte of an encrypted datagram (2: with the sealed send time). */
+export const ENCRYPTION_VERSION = 2;
+
+/** A sealed datagram is accepted only within this many ms of its send time, either way. */
+export const REPLAY_WINDOW_MS = 30_000;
+
+/** Nonces remembered to refuse replays inside the window; beyond it the oldest are dropped. */
+export const MAX_REPLAY_CACHE_ENTRIES = 32_768;
+
+const TIME_BYTES = 8;
 
 /** Length of a gossip key in bytes (AES-256). */
 export const KEY_BYTES = 32;
@@ -55,6 +68,8 @@ interface Entry {
 /** An ordered set of AES-256-GCM keys; the first is the primary that encrypts. */
 export class Keyring {
   #entries: Entry[];
+  /** Nonces (hex) of datagrams opened within the window, with their send time; insertion order. */
+  readonly #seen = new Map<string, number>();
 
   private constructor(entries: Entry[]) {
     this.#entries = entries;
@@ -94,17 +109,20 @@ export class Keyring {
     if (i > 0) this.#entries.splice(i, 1);
   }
 
-  /** Encrypts `plaintext` under the primary key with a fresh random nonce. */
-  async seal(plaintext: Uint8Array): Promise<Uint8Array> {
+  /** Encrypts `plaintext`, stamped with `nowMs`, under the primary key with a fresh nonce. */
+  async seal(plaintext: Uint8Array, nowMs: number = Date.now()): Promise<Uint8Array> {
     const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
+    const stamped = new Uint8Array(TIME_BYTES + plaintext.length);
+    new DataView(stamped.buffer).setBigUint64(0, BigInt(Math.max(0, Math.floor(nowMs))));
+    stamped.set(plaintext, TIME_BYTES);
     const ct = new Uint8Array(
       await crypto.subtle.encrypt(
         { name: "AES-GCM", iv: nonce, additionalData: AAD, tagLength: 128 },
         this.#entries[0].key,
-        plaintext as Uint8Array<ArrayBuffer>,
+        stamped,
       ),
     );
-    const out = new Uint8Array(ENCRYPTION_OVERHEAD_BYTES - 16 + ct.length);
+    const out = new Uint8Array(1 + NONCE_BYTES + ct.length);
     out[0] = ENCRYPTION_VERSION;
     out.set(nonce, 1);
     out.set(ct, 1 + NONCE_BYTES);
@@ -113,9 +131,36 @@ export class Keyring {
 
   /**
    * Decrypts a sealed datagram with each key in turn; throws {@link GossipAuthError} when no key
-   * authenticates it (or it is not a sealed datagram at all).
+   * authenticates it (or it is not a sealed datagram at all), and {@link GossipReplayError}
+   * when it was sent more than {@link REPLAY_WINDOW_MS} from `nowMs` or was opened before.
    */
-  async open(sealed: Uint8Array): Promise<Uint8Array> {
+  async open(sealed: Uint8Array, nowMs: number = Date.now()): Promise<Uint8Array> {
+    const stamped = await this.#decrypt(sealed);
+    if (stamped.length < TIME_BYTES) throw new GossipAuthError("no send time");
+    const sentMs = Number(new DataView(stamped.buffer, stamped.byteOffset).getBigUint64(0));
+    if (Math.abs(nowMs - sentMs) > REPLAY_WINDOW_MS) {
+      throw new GossipReplayError(`sent ${nowMs - sentMs} ms ago, outside the replay window`);
+    }
+    const nonce = hex(sealed.subarray(1, 1 + NONCE_BYTES));
+    this.#forgetBefore(nowMs - REPLAY_WINDOW_MS);
+    if (this.#seen.has(nonce)) throw new GossipReplayError("replayed (nonce seen before)");
+    this.#seen.set(nonce, sentMs);
+    if (this.#seen.size > MAX_REPLAY_CACHE_ENTRIES) {
+      const oldest = this.#seen.keys().next().value;
+      if (oldest !== undefined) this.#seen.delete(oldest);
+    }
+    return stamped.subarray(TIME_BYTES);
+  }
+
+  /** Drops remembered nonces whose send time is before `ms` (the window refuses them anyway). */
+  #forgetBefore(ms: number): void {
+    for (const [nonce, sentMs] of this.#seen) {
+      if (sentMs >= ms) break;
+      this.#seen.delete(nonce);
+    }
+  }
+
+  async #decrypt(sealed: Uint8Array): Promise<Uint8Array> {
     if (sealed.length < ENCRYPTION_OVERHEAD_BYTES) throw new GossipAuthError("too short");
     if (sealed[0] !== ENCRYPTION_VERSION) {
       throw new GossipAuthError(`unknown encryption version ${sealed[0]}`);
@@ -143,6 +188,12 @@ export class Keyring {
       e.raw.length === key.length && e.raw.every((b, i) => b === key[i])
     );
   }
+}
+
+function hex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
 }
 
 async function importKey(raw: Uint8Array): Promise<Entry> {

@@ -21,7 +21,16 @@ export type {
   Tags,
   Update,
 } from "./types.ts";
-export { Swim, type SwimOptions, type SwimStats } from "./swim.ts";
+export {
+  INCARNATION_WINDOW,
+  isNewerIncarnation,
+  MAX_PENDING_FORWARDS,
+  MAX_PENDING_HELLOS,
+  MAX_PROVEN_SOURCES,
+  Swim,
+  type SwimOptions,
+  type SwimStats,
+} from "./swim.ts";
 export { DEFAULT_SWIM_CONFIG, type SwimConfig, swimConfig } from "./config.ts";
 export {
   decodeMessage,
@@ -37,9 +46,16 @@ export {
   generateGossipKey,
   KEY_BYTES,
   Keyring,
+  MAX_REPLAY_CACHE_ENTRIES,
   parseGossipKey,
+  REPLAY_WINDOW_MS,
 } from "./keyring.ts";
-export { GossipAuthError, GossipDecodeError, MemberTooLargeError } from "./errors.ts";
+export {
+  GossipAuthError,
+  GossipDecodeError,
+  GossipReplayError,
+  MemberTooLargeError,
+} from "./errors.ts";
 export { formatHostPort, type HostPort, parseHostPort } from "./addr.ts";
 export {
   GossipHost,

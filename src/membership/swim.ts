@@ -10,6 +10,21 @@
  * any ack by the end of the period it is suspected, and declared failed when the suspicion
  * times out unless it refutes with a higher incarnation. Updates piggyback on pings and acks,
  * are gossiped to a few random members, and a periodic full-state push/pull repairs the rest.
+ *
+ * Hardening (what an unauthenticated datagram can no longer do; with a gossip key none of it
+ * can be sent by an outsider at all):
+ * - Incarnations compare as 32-bit serial numbers within {@link INCARNATION_WINDOW}: news
+ *   about a member that claims an incarnation more than the window above what this node knows
+ *   is dropped, and incarnations wrap instead of saturating, so a member's refutation
+ *   (`accused + 1`) always outbids the news it refutes. See {@link isNewerIncarnation}.
+ * - The member table holds at most `maxMembers`; new members beyond are ignored and counted.
+ * - Nothing larger than a request goes to an address that has not proved it runs gossip: a
+ *   full-state reply or a relayed ack goes only to a join seed or to a source address that
+ *   answered one of this node's pings with its (random) sequence number. A ping from anywhere
+ *   is acked without piggybacked updates; a push-pull from an unproven address makes this node
+ *   ping the member it comes from, at the address this node knows for it, and send its state
+ *   only once that member answers; a ping-req is served only from a proven address and only for a known
+ *   live member, pinged at the address this node knows for it.
  */
 import { type Rng, shuffle } from "../rng.ts";
 import { BroadcastQueue } from "./broadcast_queue.ts";
@@ -55,6 +70,12 @@ export interface SwimStats {
   readonly probeFailures: number;
   /** Times this node refuted news of its own suspicion or death. */
   readonly refutes: number;
+  /** New members ignored because the table held `maxMembers` already. */
+  readonly membersRejected: number;
+  /** Updates dropped because they claimed an incarnation beyond {@link INCARNATION_WINDOW}. */
+  readonly staleOrForgedUpdates: number;
+  /** Ping-reqs and full-state requests refused because they came from an unproven address. */
+  readonly unprovenRequests: number;
 }
 
 interface MemberRecord {
@@ -87,7 +108,42 @@ interface JoinAttempt {
   nextTick: number;
 }
 
-const MAX_INCARNATION = 0xffff_ffff;
+/**
+ * How far above the incarnation this node knows news about a member may claim to be. A
+ * member raises its own incarnation one step per refutation or tag change, and a restarted
+ * member jumps to one above what the others tell it; nothing legitimate moves further in one
+ * update. A forged `dead`/`alive` at 2^32-1 is therefore dropped instead of pinning the member
+ * at a value it can never outbid (memberlist and Serf have no such bound: they rely on the
+ * gossip key).
+ */
+export const INCARNATION_WINDOW = 1 << 20;
+
+/**
+ * True when incarnation `a` is newer than `b`: `a` is 1 to {@link INCARNATION_WINDOW} steps
+ * ahead of `b` modulo 2^32 (RFC 1982 serial-number arithmetic). Incarnations wrap at 2^32, so
+ * there is no maximum at which a refutation stops winning.
+ */
+export function isNewerIncarnation(a: number, b: number): boolean {
+  const d = (a - b) >>> 0;
+  return d >= 1 && d <= INCARNATION_WINDOW;
+}
+
+/** `a` is `b` or newer (see {@link isNewerIncarnation}). */
+function isAtLeast(a: number, b: number): boolean {
+  return a === b || isNewerIncarnation(a, b);
+}
+
+/** Source addresses remembered as proven (answered a ping of ours); the oldest go first. */
+export const MAX_PROVEN_SOURCES = 4096;
+/** Hello pings (sent for push-pulls from unproven addresses) waiting for their ack. */
+export const MAX_PENDING_HELLOS = 256;
+/** Ping-reqs this node serves at once (each waits up to one probe period). */
+export const MAX_PENDING_FORWARDS = 256;
+
+interface Hello {
+  readonly name: string;
+  readonly deadlineTick: number;
+}
 
 /** The pure SWIM core of one member. */
 export class Swim {
@@ -98,8 +154,10 @@ export class Swim {
   readonly #members = new Map<string, MemberRecord>();
   readonly #broadcasts = new BroadcastQueue();
   readonly #forwards = new Map<number, Forward>();
+  readonly #hellos = new Map<number, Hello>();
+  readonly #proven = new Map<Addr, number>();
+  #seeds = new Set<Addr>();
   #now = 0;
-  #seq = 0;
   #probeList: string[] = [];
   #probeIndex = 0;
   #probe: Probe | undefined;
@@ -112,7 +170,14 @@ export class Swim {
   #nextReconnectTick: number;
   #out: Outbound[] = [];
   #events: MemberEvent[] = [];
-  #stats = { probes: 0, probeFailures: 0, refutes: 0 };
+  #stats = {
+    probes: 0,
+    probeFailures: 0,
+    refutes: 0,
+    membersRejected: 0,
+    staleOrForgedUpdates: 0,
+    unprovenRequests: 0,
+  };
 
   /** Builds the core; throws `ConfigError` or {@link MemberTooLargeError} on bad options. */
   constructor(options: SwimOptions) {
@@ -185,6 +250,7 @@ export class Swim {
    */
   join(seeds: readonly Addr[]): void {
     const list = [...new Set(seeds)].filter((s) => s !== this.#self.addr);
+    this.#seeds = new Set(list);
     if (list.length === 0) {
       this.#joined = true;
       this.#join = undefined;
@@ -201,7 +267,7 @@ export class Swim {
     const next = { ...this.#self, tags: Object.freeze({ ...tags }) };
     checkSize(next);
     this.#self.tags = next.tags;
-    this.#self.incarnation = Math.min(MAX_INCARNATION, this.#self.incarnation + 1);
+    this.#self.incarnation = (this.#self.incarnation + 1) >>> 0;
     this.#broadcasts.enqueue(this.#aliveOf(this.#self));
     this.#emit("update", this.#self);
   }
@@ -244,6 +310,9 @@ export class Swim {
     for (const [seq, f] of this.#forwards) {
       if (now >= f.deadlineTick) this.#forwards.delete(seq);
     }
+    for (const [seq, h] of this.#hellos) {
+      if (now >= h.deadlineTick) this.#hellos.delete(seq);
+    }
     if (now >= this.#nextProbeTick) {
       this.#nextProbeTick += c.probePeriodTicks;
       if (!this.#leaving) this.#startProbe();
@@ -273,28 +342,48 @@ export class Swim {
     }
   }
 
-  /** Handles one datagram that came from `from`. */
+  /** Handles one datagram that came from `from` (the source address the socket reported). */
   step(from: Addr, msg: Message): void {
     switch (msg.type) {
       case "ping":
         this.#applyUpdates(msg.updates);
-        if (msg.target === this.name) this.#send(from, { type: "ack", seq: msg.seq, updates: [] });
+        if (msg.target !== this.name) break;
+        // Acked from anywhere (a joiner's first contact comes from an address we do not know
+        // yet), but nothing piggybacks unless the asker is proven: never more than it sent.
+        if (this.#isTrusted(from)) this.#send(from, { type: "ack", seq: msg.seq, updates: [] });
+        else this.#out.push({ to: from, msg: { type: "ack", seq: msg.seq, updates: [] } });
         break;
       case "ping-req": {
         this.#applyUpdates(msg.updates);
+        const target = this.#members.get(msg.target);
+        if (!this.#isTrusted(from) || this.#forwards.size >= MAX_PENDING_FORWARDS) {
+          this.#stats.unprovenRequests++;
+          break;
+        }
+        // Only a known live member, at the address we know for it: never an address the
+        // request names.
+        if (!target || target === this.#self || !isLive(target.state)) break;
         const seq = this.#nextSeq();
         this.#forwards.set(seq, {
           to: from,
           seq: msg.seq,
           deadlineTick: this.#now + this.config.probePeriodTicks,
         });
-        this.#send(msg.targetAddr, { type: "ping", seq, target: msg.target, updates: [] });
+        this.#send(target.addr, { type: "ping", seq, target: target.name, updates: [] });
         break;
       }
       case "ack": {
         this.#applyUpdates(msg.updates);
         if (this.#probe?.seq === msg.seq) {
           this.#probe = undefined;
+          this.#prove(from);
+          break;
+        }
+        const hello = this.#hellos.get(msg.seq);
+        if (hello) {
+          this.#hellos.delete(msg.seq);
+          this.#prove(from);
+          if (!this.#leaving) this.#sendState(from, false);
           break;
         }
         const f = this.#forwards.get(msg.seq);
@@ -310,7 +399,9 @@ export class Swim {
       case "push-pull":
         this.#mergeState(msg.members);
         if (msg.needReply) {
-          if (!this.#leaving) this.#sendState(from, false);
+          if (this.#leaving) break;
+          if (this.#isTrusted(from)) this.#sendState(from, false);
+          else this.#sayHello(from, msg.members);
         } else if (this.#join) {
           this.#join = undefined;
           this.#joined = true;
@@ -319,6 +410,37 @@ export class Swim {
       default:
         unreachable(msg);
     }
+  }
+
+  /** A join seed, or a source address that answered one of our pings. */
+  #isTrusted(from: Addr): boolean {
+    return this.#seeds.has(from) || this.#proven.has(from);
+  }
+
+  #prove(from: Addr): void {
+    this.#proven.delete(from);
+    this.#proven.set(from, this.#now);
+    if (this.#proven.size > MAX_PROVEN_SOURCES) {
+      const oldest = this.#proven.keys().next().value;
+      if (oldest !== undefined) this.#proven.delete(oldest);
+    }
+  }
+
+  /**
+   * A full-state request from an unproven address: ping the member it comes from (the record
+   * at that address, else its first record, which is the sender's own) at the address this
+   * node knows for it; the state goes to the address that acks. A forged source gets nothing.
+   */
+  #sayHello(from: Addr, members: readonly Member[]): void {
+    this.#stats.unprovenRequests++;
+    const r = members.find((x) => x.addr === from) ?? members[0];
+    const m = r && this.#members.get(r.name);
+    if (!m || m === this.#self || m.state === "left") return;
+    if (this.#hellos.size >= MAX_PENDING_HELLOS) return;
+    for (const h of this.#hellos.values()) if (h.name === m.name) return;
+    const seq = this.#nextSeq();
+    this.#hellos.set(seq, { name: m.name, deadlineTick: this.#now + this.config.probePeriodTicks });
+    this.#out.push({ to: m.addr, msg: { type: "ping", seq, target: m.name, updates: [] } });
   }
 
   /** True when `ready()` has something to hand out. */
@@ -515,7 +637,10 @@ export class Swim {
     if (a.name === self.name) {
       if (this.#leaving) return;
       const differs = a.addr !== self.addr || !sameTags(a.tags, self.tags);
-      if (a.incarnation > self.incarnation || (a.incarnation === self.incarnation && differs)) {
+      if (
+        isNewerIncarnation(a.incarnation, self.incarnation) ||
+        (a.incarnation === self.incarnation && differs)
+      ) {
         this.#refute(a.incarnation);
       }
       return;
@@ -523,6 +648,10 @@ export class Swim {
     if (memberSizeBytes({ ...a, state: "alive" }) > MAX_MEMBER_BYTES) return;
     const m = this.#members.get(a.name);
     if (!m) {
+      if (!this.#makeRoom()) {
+        this.#stats.membersRejected++;
+        return;
+      }
       const rec: MemberRecord = {
         name: a.name,
         addr: a.addr,
@@ -538,7 +667,12 @@ export class Swim {
       this.#emit("join", rec);
       return;
     }
-    if (a.incarnation <= m.incarnation) return;
+    if (!isNewerIncarnation(a.incarnation, m.incarnation)) {
+      if (a.incarnation !== m.incarnation && !isNewerIncarnation(m.incarnation, a.incarnation)) {
+        this.#stats.staleOrForgedUpdates++;
+      }
+      return;
+    }
     const prev = m.state;
     const changed = a.addr !== m.addr || !sameTags(a.tags, m.tags);
     m.incarnation = a.incarnation;
@@ -561,7 +695,7 @@ export class Swim {
 
   #onSuspect(s: SuspectUpdate): void {
     const m = this.#members.get(s.name);
-    if (!m || s.incarnation < m.incarnation || m.state !== "alive") return;
+    if (!m || m.state !== "alive" || !this.#plausible(s.incarnation, m.incarnation)) return;
     if (m === this.#self) {
       if (!this.#leaving) this.#refute(s.incarnation);
       return;
@@ -575,7 +709,8 @@ export class Swim {
 
   #onDead(d: DeadUpdate): void {
     const m = this.#members.get(d.name);
-    if (!m || d.incarnation < m.incarnation || m.state === "failed" || m.state === "left") return;
+    if (!m || m.state === "failed" || m.state === "left") return;
+    if (!this.#plausible(d.incarnation, m.incarnation)) return;
     if (m === this.#self) {
       if (!this.#leaving) this.#refute(d.incarnation);
       return;
@@ -587,14 +722,43 @@ export class Swim {
     this.#emit(left ? "leave" : "fail", m);
   }
 
+  /** An accusation at `claimed` about a member known at `known`: not older, not too far ahead. */
+  #plausible(claimed: number, known: number): boolean {
+    if (isAtLeast(claimed, known)) return true;
+    if (!isNewerIncarnation(known, claimed)) this.#stats.staleOrForgedUpdates++;
+    return false;
+  }
+
+  /**
+   * Outbids the news it refutes: one above the accused incarnation (which is at most
+   * {@link INCARNATION_WINDOW} ahead of ours), modulo 2^32, so it never saturates.
+   */
   #refute(accusedIncarnation: number): void {
     const self = this.#self;
-    self.incarnation = Math.min(
-      MAX_INCARNATION,
-      Math.max(self.incarnation + 1, accusedIncarnation + 1),
-    );
+    const base = isNewerIncarnation(accusedIncarnation, self.incarnation)
+      ? accusedIncarnation
+      : self.incarnation;
+    self.incarnation = (base + 1) >>> 0;
     this.#stats.refutes++;
     this.#broadcasts.enqueue(this.#aliveOf(self));
+  }
+
+  /**
+   * True when a new member fits: below `maxMembers`, or after forgetting the failed or left
+   * member whose state changed longest ago (it would be reaped anyway).
+   */
+  #makeRoom(): boolean {
+    if (this.#members.size < this.config.maxMembers) return true;
+    let oldest: MemberRecord | undefined;
+    for (const m of this.#members.values()) {
+      if (m === this.#self || (m.state !== "failed" && m.state !== "left")) continue;
+      if (!oldest || m.stateChangeTick < oldest.stateChangeTick) oldest = m;
+    }
+    if (!oldest) return false;
+    this.#members.delete(oldest.name);
+    this.#broadcasts.forget(oldest.name);
+    this.#emit("reap", oldest);
+    return true;
   }
 
   #setState(m: MemberRecord, state: MemberState): void {
@@ -632,9 +796,9 @@ export class Swim {
     return { kind: "alive", name: m.name, addr: m.addr, incarnation: m.incarnation, tags: m.tags };
   }
 
+  /** Sequence numbers are random, so an off-path sender cannot forge the ack of a probe. */
   #nextSeq(): number {
-    this.#seq = (this.#seq + 1) >>> 0;
-    return this.#seq;
+    return this.#rng.nextUint32();
   }
 
   #emit(type: MemberEvent["type"], m: MemberRecord): void {

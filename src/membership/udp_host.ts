@@ -1,15 +1,17 @@
 /**
  * The UDP host of the SWIM core: owns the socket (`Deno.listenDatagram`, needs
  * `--unstable-net`), the tick timer and the keyring, feeds every datagram to the core, sends
- * what the core hands out and delivers membership events to a callback. Malformed datagrams
- * and datagrams no key authenticates are dropped and counted; the node keeps working.
+ * what the core hands out and delivers membership events to a callback. Datagrams larger
+ * than {@link MAX_DATAGRAM_BYTES} are dropped before anything decrypts or decodes them;
+ * malformed datagrams, datagrams no key authenticates and replayed ones are dropped and
+ * counted; the node keeps working.
  */
 import { ConfigError } from "../errors.ts";
 import { SeededRng } from "../rng.ts";
 import { formatHostPort, parseHostPort } from "./addr.ts";
-import { decodeMessage, encodeMessage } from "./codec.ts";
+import { decodeMessage, encodeMessage, MAX_DATAGRAM_BYTES } from "./codec.ts";
 import type { SwimConfig } from "./config.ts";
-import { GossipDecodeError } from "./errors.ts";
+import { GossipDecodeError, GossipReplayError } from "./errors.ts";
 import { Keyring } from "./keyring.ts";
 import { Swim } from "./swim.ts";
 import type { Addr, MemberEvent, MemberState, Outbound, Tags } from "./types.ts";
@@ -63,6 +65,10 @@ export interface GossipStats {
   readonly decodeErrors: number;
   /** Datagrams dropped because no key of the keyring authenticated them. */
   readonly authFailures: number;
+  /** Sealed datagrams dropped as replays (outside the window, or seen before). */
+  readonly replays: number;
+  /** Datagrams dropped unread because they were larger than `MAX_DATAGRAM_BYTES`. */
+  readonly oversized: number;
   /** Sends the socket refused. */
   readonly sendErrors: number;
   /** Exceptions thrown by the event handler. */
@@ -73,6 +79,12 @@ export interface GossipStats {
   readonly probeFailures: number;
   /** Times this node refuted its own suspicion or death. */
   readonly refutes: number;
+  /** New members ignored because the member table was full (`maxMembers`). */
+  readonly membersRejected: number;
+  /** Updates dropped because their incarnation was too far ahead to be genuine. */
+  readonly staleOrForgedUpdates: number;
+  /** Ping-reqs and full-state requests refused because they came from an unproven address. */
+  readonly unprovenRequests: number;
 }
 
 /** One gossip member on a UDP socket. Start it with {@link GossipHost.start}. */
@@ -92,6 +104,8 @@ export class GossipHost {
     datagramsSent: 0,
     decodeErrors: 0,
     authFailures: 0,
+    replays: 0,
+    oversized: 0,
     sendErrors: 0,
     handlerErrors: 0,
   };
@@ -251,12 +265,17 @@ export class GossipHost {
   }
 
   async #handle(data: Uint8Array, from: Deno.NetAddr): Promise<void> {
+    if (data.length > MAX_DATAGRAM_BYTES) {
+      this.#counts.oversized++;
+      return;
+    }
     let plain = data;
     if (this.#keyring) {
       try {
         plain = await this.#keyring.open(data);
-      } catch {
-        this.#counts.authFailures++;
+      } catch (e) {
+        if (e instanceof GossipReplayError) this.#counts.replays++;
+        else this.#counts.authFailures++;
         return;
       }
     }

@@ -159,8 +159,13 @@ Deno.test("codec: datagrams stay under 1400 bytes with many members and long tag
     core.step("10.9.9.9:1", { type: "push-pull", needReply: false, members: [members[i]] });
   }
   core.ready();
-  // A newcomer asks for the full state: it must come back split, every member exactly once.
-  core.step("10.0.0.2:8401", { type: "push-pull", needReply: true, members: [] });
+  // A newcomer asks for the full state; it gets a hello ping, and once it acks, the state
+  // comes back split, every member exactly once.
+  const newcomer: Member = { ...bigMember(301), addr: "10.0.0.2:8401", incarnation: 0 };
+  core.step("10.0.0.2:8401", { type: "push-pull", needReply: true, members: [newcomer] });
+  const hello = core.ready().messages.find((o) => o.msg.type === "ping" && o.to === newcomer.addr);
+  assert(hello?.msg.type === "ping", "hello ping to the newcomer");
+  core.step(newcomer.addr, { type: "ack", seq: hello.msg.seq, updates: [] });
   const seen = new Set<string>();
   let datagrams = 0;
   const bound = MAX_DATAGRAM_BYTES - ENCRYPTION_OVERHEAD_BYTES;
@@ -175,7 +180,7 @@ Deno.test("codec: datagrams stay under 1400 bytes with many members and long tag
       for (const m of out.msg.members) seen.add(m.name);
     }
   }
-  assert(seen.size === 301, `push-pull carried ${seen.size} of 301 members`);
+  assert(seen.size === 302, `push-pull carried ${seen.size} of 302 members`);
   assert(datagrams > 100, `expected the state split over many datagrams, got ${datagrams}`);
   // With 300 fresh updates queued, every probe, ack and gossip still fits.
   for (let t = 0; t < 400; t++) {

@@ -45,6 +45,8 @@ Deno.test("sim: 10 members joining through one seed address all see all, any sta
     // After the last start: join retries back off to 40 ticks, then a few gossip rounds.
     worst = Math.max(worst, converge(sim, 12 * PERIOD));
     assert(failsAbout(sim.log, NAMES).length === 0, "a live member was declared failed");
+    // A seed sends its state only after the joiner answered its hello ping: one round trip.
+    sim.runUntil(() => sim.running().every((n) => n.swim.joined), PERIOD);
     for (const n of sim.running()) assert(n.swim.joined, `${n.name} never finished joining`);
   });
   console.log(`  worst convergence: ${worst} ticks after the last start`);
