@@ -2,13 +2,15 @@
  * Assembles the gRPC server of a node: api.KV, api.Admin, grpc.health.v1.Health and server
  * reflection, with a receive limit large enough that oversized values get INVALID_ARGUMENT
  * instead of a dropped message, a bound on concurrent streams per connection, an idle timeout
- * per connection, and the identity interceptor: a call on a connection from the TLS port sees
+ * per connection, a wire-format check before every api.KV and api.Admin request is decoded
+ * (wire_check.ts), and the identity interceptor: a call on a connection from the TLS port sees
  * that connection's verified client certificate in `call.getAuthContext()`, and a call whose
  * connection carries none is refused (UNAUTHENTICATED) before any handler runs.
  */
 import * as grpc from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
 import { identityOfSocket, isConnectionIdentityRequired } from "./http2_guard.ts";
+import { withWireCheck } from "./wire_check.ts";
 import { ReflectionService } from "@grpc/reflection";
 import {
   adminServiceDefinition,
@@ -115,8 +117,8 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   });
   interceptors.push(identityInterceptor(server));
   const { kv, admin } = createKvServiceHandlers(options);
-  server.addService(kvServiceDefinition, kv);
-  server.addService(adminServiceDefinition, admin);
+  server.addService(withWireCheck(kvServiceDefinition), kv);
+  server.addService(withWireCheck(adminServiceDefinition), admin);
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));
   new ReflectionService(packageDefinition).addToServer(server);
   return server;
