@@ -8,10 +8,16 @@ import type { Duplex } from "node:stream";
 import type * as grpc from "@grpc/grpc-js";
 import { InvalidArgumentError, UnavailableError } from "../errors.ts";
 import type { NodeConfig } from "../config/mod.ts";
-import { type Command, type CommandResult, KvStateMachine } from "../kv/mod.ts";
+import { type Command, type CommandResult, encodeCommand, KvStateMachine } from "../kv/mod.ts";
 import { GossipHost, type MemberEvent } from "../membership/mod.ts";
-import { RaftStorage } from "../replication/storage.ts";
-import { type ReplicationHooks, ReplicationHost } from "../replication/host.ts";
+import {
+  decodeResult,
+  encodeResult,
+  PeerTransport,
+  RaftStorage,
+  type ReplicationHooks,
+  ReplicationHost,
+} from "../replication/mod.ts";
 import type {
   KvBackend,
   KvReader,
@@ -53,7 +59,7 @@ export class MokvNode implements KvBackend {
 
   private constructor(
     readonly config: NodeConfig,
-    readonly host: ReplicationHost,
+    readonly host: ReplicationHost<CommandResult>,
     readonly gossip: GossipHost,
     private readonly fsm: KvStateMachine,
     private readonly storage: RaftStorage,
@@ -86,20 +92,27 @@ export class MokvNode implements KvBackend {
     const rpcAddr = `${config.advertiseAddr}:${config.rpcPort}`;
     // Callbacks below run only once the node exists; they reach it through this reference.
     const ref: { node?: MokvNode } = {};
+    let transport: PeerTransport | undefined;
     const host = await ReplicationHost.open({
       nodeId: config.nodeName,
       rpcAddr,
       storage,
       fsm,
-      dial: (addr: string): Promise<Duplex> => {
-        const at = addr.lastIndexOf(":");
-        return dialRaft({
-          host: addr.slice(0, at),
-          port: Number(addr.slice(at + 1)),
-          tls: peerTls,
-        });
-      },
-      allowedPeerCns: tls ? tls.peerAllowedCns : undefined,
+      results: { encode: encodeResult, decode: decodeResult },
+      transport: (handlers) =>
+        transport = new PeerTransport({
+          selfId: config.nodeName,
+          dial: (addr: string): Promise<Duplex> => {
+            const at = addr.lastIndexOf(":");
+            return dialRaft({
+              host: addr.slice(0, at),
+              port: Number(addr.slice(at + 1)),
+              tls: peerTls,
+            });
+          },
+          allowedPeerCns: tls ? tls.peerAllowedCns : undefined,
+          ...handlers,
+        }),
       tickMs: config.raftTickMs,
       electionTicks: config.raftElectionTicks,
       heartbeatTicks: config.raftHeartbeatTicks,
@@ -148,7 +161,7 @@ export class MokvNode implements KvBackend {
       port: config.rpcPort,
       grpcServer,
       tls: serverTls,
-      onRaftSocket: (socket, peer) => host.acceptPeer(socket, peer),
+      onRaftSocket: (socket, peer) => transport!.accept(socket, peer),
     });
     const gossip = await GossipHost.start({
       name: config.nodeName,
@@ -193,7 +206,7 @@ export class MokvNode implements KvBackend {
   // KvBackend
 
   apply(cmd: Command): Promise<CommandResult> {
-    return this.host.apply(cmd);
+    return this.host.apply(encodeCommand(cmd));
   }
 
   readBarrier(consistency: ReadConsistency): Promise<void> {

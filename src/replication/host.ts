@@ -1,14 +1,12 @@
 /**
  * The replication host: everything around the pure Raft core that touches the world. It owns
- * the tick timer, the Deno KV storage, the peer transport, the state machine and the futures
- * of pending proposals and reads. Its loop is the Ready contract: take `ready()`, persist it
+ * the tick timer and the futures of pending proposals and reads, and drives the collaborators
+ * it is given as interfaces (log store, transport, state machine, clock: see interfaces.ts). Its loop is the Ready contract: take `ready()`, persist it
  * (one atomic commit per batch), send, apply, `advance()`. Proposals and reads that arrive
  * while a batch is being persisted simply join the next batch, which is what makes writes
  * cheap under load.
  */
-import type { Duplex } from "node:stream";
 import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
-import { type Command, type CommandResult, encodeCommand, type KvStateMachine } from "../kv/mod.ts";
 import {
   type Config,
   type ConfigChange,
@@ -25,16 +23,18 @@ import {
   type Snapshot,
   type SoftState,
 } from "../raft/mod.ts";
-import {
-  type AdminRequest,
-  decodeResult,
-  encodeResult,
-  errorFromWire,
-  errorToWire,
-  RequestKind,
-} from "./forward.ts";
-import type { RaftStorage } from "./storage.ts";
-import { PeerTransport, RemoteError } from "./transport.ts";
+import { type AdminRequest, errorFromWire, errorToWire, RequestKind } from "./forward.ts";
+import { systemClock } from "./clock.ts";
+import type {
+  Clock,
+  LogStore,
+  ResultCodec,
+  StateMachine,
+  TimerId,
+  Transport,
+  TransportFactory,
+} from "./interfaces.ts";
+import { RemoteError } from "./transport.ts";
 
 /** Writes waiting for commit on the leader, and reads waiting for a ReadIndex, at most. */
 const MAX_PENDING_PROPOSALS = 16_384;
@@ -47,6 +47,8 @@ const CAUGHT_UP_LAG_ENTRIES = 1024;
 export interface ReplicationHooks {
   /** Leader, role or term changed. */
   onSoftState?(state: SoftState): void;
+  /** Committed entries about to be applied, in index order (tracing, the simulator's checker). */
+  onApply?(entries: readonly Entry[]): void;
   /** Entries were applied; the commit and applied indexes now. */
   onCommitted?(commitIndex: number, appliedIndex: number): void;
   /** A local proposal was applied, `seconds` after it was proposed. */
@@ -66,17 +68,23 @@ export interface ReplicationHooks {
   ): void;
 }
 
-/** Options of a replication host. Times are in milliseconds or ticks, as named. */
-export interface ReplicationOptions {
+/**
+ * Options of a replication host: its collaborators and its timing. Times are in milliseconds
+ * or ticks, as named. `R` is the state machine's result type, opaque to the host.
+ */
+export interface ReplicationOptions<R> {
   readonly nodeId: NodeId;
   /** This node's RPC address as peers reach it ("host:port"); stored in the Raft config. */
   readonly rpcAddr: string;
-  readonly storage: RaftStorage;
-  readonly fsm: KvStateMachine;
-  /** Opens a Raft connection to a peer's RPC address (TLS with ALPN mokv-raft, or 0x01 plain). */
-  readonly dial: (addr: string) => Promise<Duplex>;
-  /** Certificate CNs accepted on incoming Raft connections; empty accepts any (plaintext mode). */
-  readonly allowedPeerCns?: readonly string[];
+  /** Durable Raft state (`RaftStorage` on Deno KV in production). */
+  readonly storage: LogStore;
+  readonly fsm: StateMachine<R>;
+  /** Carries results back to a follower that forwarded a write. */
+  readonly results: ResultCodec<R>;
+  /** Builds the peer transport around the host's handlers (`PeerTransport` in production). */
+  readonly transport: TransportFactory;
+  /** Deadlines, durations and timers. Default: the system clock. */
+  readonly clock?: Clock;
   /** Length of one tick. Default 50 ms. */
   readonly tickMs?: number;
   /** Election timeout base in ticks. Default 6 (300 to 600 ms with 50 ms ticks). */
@@ -91,11 +99,12 @@ export interface ReplicationOptions {
   readonly hooks?: ReplicationHooks;
 }
 
-interface PendingProposal {
+interface PendingProposal<R> {
   readonly term: number;
   readonly startedMs: number;
   readonly deadlineMs: number;
-  readonly resolve: (r: CommandResult) => void;
+  /** `undefined` for an entry without a command (a configuration change). */
+  readonly resolve: (r: R | undefined) => void;
   readonly reject: (e: Error) => void;
 }
 
@@ -106,13 +115,15 @@ interface ReadWaiter {
 }
 
 /** The node's replicated log: proposals, reads and membership go through here. */
-export class ReplicationHost {
+export class ReplicationHost<R> {
   readonly nodeId: NodeId;
   readonly rpcAddr: string;
-  readonly transport: PeerTransport;
+  readonly transport: Transport;
   private readonly raft: RaftNode;
-  private readonly storage: RaftStorage;
-  private readonly fsm: KvStateMachine;
+  private readonly storage: LogStore;
+  private readonly fsm: StateMachine<R>;
+  private readonly results: ResultCodec<R>;
+  private readonly clock: Clock;
   private readonly tickMs: number;
   private readonly electionTicks: number;
   private readonly snapshotEntries: number;
@@ -120,14 +131,14 @@ export class ReplicationHost {
   private readonly hooks: ReplicationHooks;
   private readonly hadState: boolean;
 
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private timer: TimerId | undefined;
   private running = false;
   private loopDone: Promise<void> = Promise.resolve();
   private wakeResolve: (() => void) | undefined;
   private wakePending = false;
   private fatal: Error | undefined;
 
-  private proposals = new Map<number, PendingProposal>();
+  private proposals = new Map<number, PendingProposal<R>>();
   private readQueue: ReadWaiter[] = [];
   private readRetry: ReadWaiter[] = [];
   private readInFlight: { context: number; sentTick: number; waiters: ReadWaiter[] } | undefined;
@@ -149,12 +160,14 @@ export class ReplicationHost {
   private persistedHardState: HardState;
   private deferredHardState: HardState | undefined;
 
-  private constructor(opts: ReplicationOptions, raft: RaftNode, hadState: boolean) {
+  private constructor(opts: ReplicationOptions<R>, raft: RaftNode, hadState: boolean) {
     this.nodeId = opts.nodeId;
     this.rpcAddr = opts.rpcAddr;
     this.raft = raft;
     this.storage = opts.storage;
     this.fsm = opts.fsm;
+    this.results = opts.results;
+    this.clock = opts.clock ?? systemClock;
     this.tickMs = opts.tickMs ?? 50;
     this.electionTicks = opts.electionTicks ?? 6;
     this.snapshotEntries = opts.snapshotEntries ?? 8192;
@@ -167,12 +180,9 @@ export class ReplicationHost {
     this.readSeq = Math.floor((opts.random ?? Math.random)() * 2 ** 40);
     const st = raft.status();
     this.persistedHardState = { term: st.term, vote: st.vote, commit: st.commit };
-    this.transport = new PeerTransport({
-      selfId: opts.nodeId,
-      dial: opts.dial,
+    this.transport = opts.transport({
       onMessages: (msgs) => this.receive(msgs),
       onRequest: (from, kind, payload) => this.handleRequest(from, kind, payload),
-      allowedPeerCns: opts.allowedPeerCns,
     });
   }
 
@@ -180,7 +190,7 @@ export class ReplicationHost {
    * Loads the persisted state (restoring the latest snapshot into `fsm`, then letting the
    * log tail replay through the first Ready) and builds the host. Does not start it.
    */
-  static async open(opts: ReplicationOptions): Promise<ReplicationHost> {
+  static async open<R>(opts: ReplicationOptions<R>): Promise<ReplicationHost<R>> {
     const persisted = await opts.storage.load();
     if (persisted.snapshot) opts.fsm.restore(persisted.snapshot.data);
     const hadState = persisted.hardState.term > 0 || persisted.entries.length > 0 ||
@@ -213,7 +223,7 @@ export class ReplicationHost {
   start(): void {
     if (this.running) return;
     this.running = true;
-    this.timer = setInterval(() => this.onTick(), this.tickMs);
+    this.timer = this.clock.setInterval(() => this.onTick(), this.tickMs);
     this.loopDone = this.loop();
   }
 
@@ -224,7 +234,7 @@ export class ReplicationHost {
       return;
     }
     this.running = false;
-    clearInterval(this.timer);
+    this.clock.clearInterval(this.timer);
     this.wake();
     await this.loopDone;
     if (this.deferredHardState && !this.fatal) {
@@ -237,11 +247,6 @@ export class ReplicationHost {
     this.proposals.clear();
     this.failReads(err);
     await this.transport.close();
-  }
-
-  /** Incoming Raft connection from the shared port. */
-  acceptPeer(socket: Duplex, peer: { cn: string }): void {
-    this.transport.accept(socket, peer);
   }
 
   /** Remembers how to reach a node that may not be in the Raft config yet (from gossip). */
@@ -285,16 +290,12 @@ export class ReplicationHost {
   // Writes
 
   /**
-   * Replicates `cmd` and resolves with its result once committed and applied here. On a
-   * follower the write is forwarded to the leader. Waits for a leader up to the request
-   * timeout; retries only where the write certainly did not happen.
+   * Replicates the command `data` and resolves with its result once committed and applied
+   * here. On a follower the write is forwarded to the leader. Waits for a leader up to the
+   * request timeout; retries only where the write certainly did not happen.
    */
-  async apply(cmd: Command): Promise<CommandResult> {
-    return await this.applyEncoded(encodeCommand(cmd));
-  }
-
-  private async applyEncoded(data: Uint8Array): Promise<CommandResult> {
-    const deadline = Date.now() + this.requestTimeoutMs;
+  async apply(data: Uint8Array): Promise<R> {
+    const deadline = this.clock.now() + this.requestTimeoutMs;
     for (let attempt = 0;; attempt++) {
       this.throwIfFatal();
       if (!this.running) throw new UnavailableError("node is shutting down");
@@ -307,9 +308,9 @@ export class ReplicationHost {
           addr,
           RequestKind.apply,
           data,
-          Math.max(1, deadline - Date.now()),
+          Math.max(1, deadline - this.clock.now()),
         );
-        return decodeResult(reply);
+        return this.results.decode(reply);
       } catch (err) {
         const retryable = err instanceof NotLeaderError ||
           (err instanceof UnavailableError && (err as RetryableMarker).notApplied === true);
@@ -317,16 +318,16 @@ export class ReplicationHost {
         if (!retryable && !(remote instanceof NotLeaderError)) {
           throw remote ?? (err instanceof Error ? err : new UnavailableError(String(err)));
         }
-        if (Date.now() + this.tickMs > deadline) {
+        if (this.clock.now() + this.tickMs > deadline) {
           throw new UnavailableError("no leader could take the write in time; retry");
         }
-        await sleep(Math.min(this.tickMs * Math.min(attempt + 1, 4), 200));
+        await this.sleep(Math.min(this.tickMs * Math.min(attempt + 1, 4), 200));
       }
     }
   }
 
   /** Leader: appends and waits for the entry to be applied. */
-  private proposeLocal(data: Uint8Array, deadlineMs: number): Promise<CommandResult> {
+  private proposeLocal(data: Uint8Array, deadlineMs: number): Promise<R> {
     if (this.proposals.size >= MAX_PENDING_PROPOSALS) {
       // Back-pressure instead of an unbounded queue: the client retries later.
       throw new UnavailableError(`too many writes in flight (${MAX_PENDING_PROPOSALS}); retry`);
@@ -342,9 +343,12 @@ export class ReplicationHost {
     return new Promise((resolve, reject) => {
       this.trackProposal(index, {
         term,
-        startedMs: performance.now(),
+        startedMs: this.clock.now(),
         deadlineMs,
-        resolve,
+        resolve: (r) => {
+          if (r === undefined) reject(new UnavailableError("the write's entry carried no command"));
+          else resolve(r);
+        },
         reject,
       });
     });
@@ -355,7 +359,7 @@ export class ReplicationHost {
    * its entry to a new leader's log (the index was reused), so it certainly did not apply:
    * it fails as retryable instead of never settling.
    */
-  private trackProposal(index: number, p: PendingProposal): void {
+  private trackProposal(index: number, p: PendingProposal<R>): void {
     const old = this.proposals.get(index);
     if (old) {
       const err = new UnavailableError("leadership changed before the write committed; retry");
@@ -369,11 +373,11 @@ export class ReplicationHost {
   /** Leader only: proposes a membership change and waits until it is applied. */
   async changeConfig(change: ConfigChange): Promise<void> {
     const { index, term } = this.raft.proposeConfigChange(change);
-    await new Promise<CommandResult>((resolve, reject) => {
+    await new Promise<R | undefined>((resolve, reject) => {
       this.trackProposal(index, {
         term,
-        startedMs: performance.now(),
-        deadlineMs: Date.now() + this.requestTimeoutMs,
+        startedMs: this.clock.now(),
+        deadlineMs: this.clock.now() + this.requestTimeoutMs,
         resolve,
         reject,
       });
@@ -452,9 +456,9 @@ export class ReplicationHost {
     if (to === this.nodeId) return to;
     this.raft.transferLeadership(to);
     this.wake();
-    const deadline = Date.now() + this.tickMs * this.electionTicks * 3;
-    while (Date.now() < deadline) {
-      await sleep(this.tickMs);
+    const deadline = this.clock.now() + this.tickMs * this.electionTicks * 3;
+    while (this.clock.now() < deadline) {
+      await this.sleep(this.tickMs);
       const now = this.raft.status();
       if (now.leader === to) return to;
       if (now.role !== "leader" && now.leader !== "" && now.leader !== this.nodeId) {
@@ -491,8 +495,8 @@ export class ReplicationHost {
           if (this.raft.status().role !== "leader") {
             throw new NotLeaderError(this.raft.status().leader || undefined);
           }
-          const r = await this.proposeLocal(payload, Date.now() + this.requestTimeoutMs);
-          return encodeResult(r);
+          const r = await this.proposeLocal(payload, this.clock.now() + this.requestTimeoutMs);
+          return this.results.encode(r);
         }
         case RequestKind.ping: {
           const callback = new TextDecoder().decode(payload);
@@ -534,7 +538,11 @@ export class ReplicationHost {
       );
     }
     return new Promise((resolve, reject) => {
-      this.readQueue.push({ deadlineMs: Date.now() + this.requestTimeoutMs, resolve, reject });
+      this.readQueue.push({
+        deadlineMs: this.clock.now() + this.requestTimeoutMs,
+        resolve,
+        reject,
+      });
       this.wake();
     });
   }
@@ -630,7 +638,7 @@ export class ReplicationHost {
   }
 
   private expireRequests(): void {
-    const now = Date.now();
+    const now = this.clock.now();
     const err = new UnavailableError("request timed out waiting for the cluster; retry");
     for (const [index, p] of this.proposals) {
       if (p.deadlineMs < now) {
@@ -670,7 +678,7 @@ export class ReplicationHost {
         this.fatal = err instanceof Error ? err : new Error(String(err));
         this.hooks.log?.("error", "replication loop stopped", { error: this.fatal.message });
         this.running = false;
-        clearInterval(this.timer);
+        this.clock.clearInterval(this.timer);
         const unavailable = new UnavailableError(`node failed: ${this.fatal.message}`);
         for (const p of this.proposals.values()) p.reject(unavailable);
         this.proposals.clear();
@@ -721,13 +729,13 @@ export class ReplicationHost {
         hardState = this.deferredHardState;
       }
       if (hardState || rd.entries.length > 0 || rd.snapshot) {
-        const t0 = performance.now();
+        const t0 = this.clock.now();
         await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
         if (hardState) {
           this.persistedHardState = hardState;
           this.deferredHardState = undefined;
         }
-        this.hooks.onStorageCommit?.((performance.now() - t0) / 1000);
+        this.hooks.onStorageCommit?.((this.clock.now() - t0) / 1000);
         if (rd.entries.length > 0) this.hooks.onAppendBatch?.(rd.entries.length);
       }
       this.send(late);
@@ -759,6 +767,7 @@ export class ReplicationHost {
   /** Applies committed entries in order, resolves their proposals and waiting reads. */
   private applyEntries(entries: readonly Entry[]): void {
     if (entries.length === 0) return;
+    this.hooks.onApply?.(entries);
     for (const e of entries) this.applyEntry(e);
     this.resolveAppliedWaiters();
     this.hooks.onCommitted?.(this.raft.status().commit, this.fsm.appliedIndex);
@@ -783,7 +792,7 @@ export class ReplicationHost {
   }
 
   private applyEntry(e: Entry): void {
-    let result: CommandResult = { ok: true, version: e.index };
+    let result: R | undefined;
     if (e.type === "normal" && e.data.length > 0) {
       result = this.fsm.apply(e.index, e.data);
     } else {
@@ -794,7 +803,7 @@ export class ReplicationHost {
     if (!p) return;
     this.proposals.delete(e.index);
     if (p.term === e.term) {
-      this.hooks.onProposalCommitted?.((performance.now() - p.startedMs) / 1000);
+      this.hooks.onProposalCommitted?.((this.clock.now() - p.startedMs) / 1000);
       p.resolve(result);
     } else {
       const err = new UnavailableError("leadership changed before the write committed; retry");
@@ -822,7 +831,7 @@ export class ReplicationHost {
       this.pendingSnapshot = {
         index: applied,
         data: this.fsm.snapshot(),
-        startedMs: performance.now(),
+        startedMs: this.clock.now(),
       };
     }
     const pending = this.pendingSnapshot;
@@ -838,7 +847,7 @@ export class ReplicationHost {
     this.hooks.onSnapshot?.({
       index: snap.meta.index,
       bytes: snap.data.length,
-      seconds: (performance.now() - t0) / 1000,
+      seconds: (this.clock.now() - t0) / 1000,
     });
   }
 
@@ -853,6 +862,10 @@ export class ReplicationHost {
     return isVoter(this.raft.status().config, id);
   }
 
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.clock.setTimeout(r, ms));
+  }
+
   private throwIfFatal(): void {
     if (this.fatal) throw new UnavailableError(`node failed: ${this.fatal.message}`);
   }
@@ -861,8 +874,4 @@ export class ReplicationHost {
 /** Marks an UnavailableError for a write that certainly was not applied (safe to retry). */
 interface RetryableMarker {
   notApplied?: boolean;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -34,6 +34,7 @@ import {
   writeSnapshotMeta,
 } from "./codec.ts";
 import { dirname } from "node:path";
+import type { LogStore } from "./interfaces.ts";
 
 /** The storage cannot continue: corrupt data, a misuse, or an earlier failed commit. */
 export class StorageError extends MokvError {}
@@ -140,7 +141,7 @@ function asBytes(v: unknown, key: Deno.KvKey): Uint8Array {
  * in-memory index range that lets truncation and compaction run without scans. Writes are
  * serialized; each resolves once durable.
  */
-export class RaftStorage {
+export class RaftStorage implements LogStore {
   readonly #kv: Deno.Kv;
   readonly #options: StorageOptions;
   readonly #writer = new ByteWriter(64 * 1024);

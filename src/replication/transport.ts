@@ -22,6 +22,7 @@ import { MokvError, UnavailableError } from "../errors.ts";
 import { ByteReader, ByteWriter, CodecError } from "./_binary.ts";
 import { CODEC_VERSION, readMessage, writeMessage } from "./codec.ts";
 import { beginFrame, endFrame, type Frame, FrameDecoder, FrameKind } from "./_frame.ts";
+import type { Transport } from "./interfaces.ts";
 
 /** A request could not be completed over the transport (timeout, connection lost, closed). */
 export class TransportError extends UnavailableError {}
@@ -157,7 +158,7 @@ function sockClosed(s: Duplex): boolean {
 }
 
 /** Sends Raft messages and requests to peers and receives theirs. See the module doc. */
-export class PeerTransport {
+export class PeerTransport implements Transport {
   readonly #opts: TransportOptions;
   readonly #maxQueueBytes: number;
   readonly #backoff: { readonly min: number; readonly max: number };
