@@ -43,6 +43,25 @@ export class ValueTooLargeError extends InvalidArgumentError {
   }
 }
 
+/** A client_id longer than the session limit (sessions are bounded by bytes). */
+export class ClientIdTooLargeError extends InvalidArgumentError {
+  constructor(readonly sizeBytes: number, readonly maxBytes: number) {
+    super(`client_id is ${sizeBytes} bytes; the limit is ${maxBytes}`);
+  }
+}
+
+/**
+ * The write would grow the stored data above the data-size quota (etcd's
+ * `quota-backend-bytes`); deletes and shrinking writes still succeed. Not retryable as is.
+ */
+export class QuotaExceededError extends MokvError {
+  constructor(readonly quotaBytes: number, readonly wouldBeBytes: number) {
+    super(
+      `data-size quota of ${quotaBytes} bytes exceeded (this write would store ${wouldBeBytes}); delete keys to free space`,
+    );
+  }
+}
+
 /** The key is empty. */
 export class EmptyKeyError extends InvalidArgumentError {
   constructor() {

@@ -2,22 +2,37 @@
  * The commands the KV state machine applies, their results, and their compact binary encoding
  * (the bytes carried in Raft log entries).
  *
- * Encoding, version 1 (all integers big-endian; "u53" is 8 bytes holding an integer below 2^53):
+ * Encoding, version 2 (all integers big-endian; "u53" is 8 bytes holding an integer below 2^53):
  * ```
- * u8 version (=1) | u8 type (1 set, 2 delete, 3 append, 4 cas) | u8 flags
- *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str key
- * [session]   str clientId | u53 seq
+ * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas) | u8 flags
+ *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str clockSource
+ *   | u53 maxValueBytes (0: none) | u53 quotaBytes (0: none) | str key
+ * [session]   str subject | str clientId | u53 seq
  * [set/append/cas] blob value
  * [expectValue]    blob expectValue
  * [expectVersion]  u53 expectVersion
  * ```
- * where `str`/`blob` are a u32 byte length followed by the bytes (strings in UTF-8).
+ * where `str`/`blob` are a u32 byte length followed by the bytes (strings in UTF-8). Version 1
+ * (no clockSource, no limits, no session subject) still decodes, so old log entries replay:
+ * such a command has no limits, clock source "" and sessions of subject "".
  */
 import { InvalidArgumentError } from "../errors.ts";
 import { BinaryReader, BinaryWriter, utf8Length } from "./_binary.ts";
 
-/** Identifies a client's write for exactly-once retries: one outstanding write per clientId. */
+/** Longest accepted `clientId`, in UTF-8 bytes: sessions are bounded by bytes, not only count. */
+export const MAX_CLIENT_ID_BYTES = 128;
+/** Longest accepted `clockSource`, in UTF-8 bytes (a node id plus a per-process suffix). */
+export const MAX_CLOCK_SOURCE_BYTES = 256;
+
+/**
+ * Identifies a client's write for exactly-once retries: one outstanding write per
+ * (subject, clientId). Sessions are scoped to the subject, so one subject's ids can never
+ * collide with, or evict, another's.
+ */
 export interface ClientSession {
+  /** The certificate subject (CN) that made the write; absent means "" (no certificate). */
+  readonly subject?: string;
+  /** At most {@link MAX_CLIENT_ID_BYTES} UTF-8 bytes. */
   readonly clientId: string;
   /** Strictly increasing per client, starting at 1. */
   readonly seq: number;
@@ -27,8 +42,25 @@ export interface ClientSession {
 interface CommandBase {
   readonly key: string;
   readonly session?: ClientSession;
-  /** Wall clock of the proposing node; used only to expire sessions deterministically. */
+  /**
+   * A reading of the proposing node's clock (monotonic, milliseconds), used only to expire
+   * sessions deterministically. Only differences between two readings of the same
+   * `clockSource` count (see KvStateMachine), so a node whose clock is offset cannot move
+   * log time.
+   */
   readonly timeMs: number;
+  /** Which clock `timeMs` was read from (a node id and a per-process suffix); default "". */
+  readonly clockSource?: string;
+  /**
+   * Largest value this write may leave under its key, in bytes (the proposing node's
+   * `max-value-bytes`); carried in the entry so every replica decides alike. Absent: no limit.
+   */
+  readonly maxValueBytes?: number;
+  /**
+   * Data-size quota (the proposing node's `quota-bytes`): a write that grows the stored bytes
+   * above it is refused. Carried in the entry so every replica decides alike. Absent: none.
+   */
+  readonly quotaBytes?: number;
 }
 
 /** Stores `value` under `key`, replacing any previous value. */
@@ -63,6 +95,20 @@ export interface CasCommand extends CommandBase {
 /** Every command the state machine understands, discriminated on `type`. */
 export type Command = SetCommand | DeleteCommand | AppendCommand | CasCommand;
 
+/** Why the state machine refused a write: the value limit or the data-size quota. */
+export type RefusalReason = "value-too-large" | "quota-exceeded";
+
+/**
+ * A write the state machine refused, changing nothing. For "value-too-large", `sizeBytes` is
+ * the value the write would have left; for "quota-exceeded", the total stored bytes it would
+ * have reached. `limitBytes` is the limit it carried.
+ */
+export interface Refusal {
+  readonly reason: RefusalReason;
+  readonly sizeBytes: number;
+  readonly limitBytes: number;
+}
+
 /**
  * What applying a command produced.
  * - `version`: the Raft index of the key's last write (for a successful write, this command's
@@ -73,6 +119,8 @@ export type Command = SetCommand | DeleteCommand | AppendCommand | CasCommand;
  *   returned, so results stay small in the session cache and in snapshots).
  * - CAS: `ok` false when the expectation failed, with the current `value` (absent when the key
  *   does not exist) and `version`; `existed` tells whether the key exists.
+ * - `refused`: the write was refused by a limit it carried (`ok` false, `version` 0, nothing
+ *   changed); the edge answers with the matching typed error.
  * - A log entry that does not decode yields `{ ok: false, version: 0 }`.
  */
 export interface CommandResult {
@@ -81,28 +129,47 @@ export interface CommandResult {
   readonly value?: Uint8Array;
   readonly existed?: boolean;
   readonly length?: number;
+  readonly refused?: Refusal;
 }
 
-/** The encoding's version byte; a decoder refuses any other. */
-export const COMMAND_ENCODING_VERSION = 1;
+/** The encoding's version byte as written; a decoder accepts this one and version 1. */
+export const COMMAND_ENCODING_VERSION = 2;
+const LEGACY_ENCODING_VERSION = 1;
 
 const TYPE_CODES = { set: 1, delete: 2, append: 3, cas: 4 } as const;
 const FLAG_SESSION = 1;
 const FLAG_EXPECT_VALUE = 2;
 const FLAG_EXPECT_VERSION = 4;
 
+function checkLimit(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) {
+    throw new InvalidArgumentError(`${name} must be an integer >= 1, got ${v}`);
+  }
+}
+
 /**
- * Checks a command's invariants (session seq >= 1, integers in range, exactly one CAS
- * expectation). Throws InvalidArgumentError naming the problem.
+ * Checks a command's invariants (session seq >= 1, clientId and clockSource bounded, integers
+ * in range, exactly one CAS expectation). Throws InvalidArgumentError naming the problem.
  */
 export function validateCommand(cmd: Command): void {
   if (typeof cmd.key !== "string") throw new InvalidArgumentError("key must be a string");
   if (!Number.isSafeInteger(cmd.timeMs) || cmd.timeMs < 0) {
     throw new InvalidArgumentError(`timeMs must be a non-negative integer, got ${cmd.timeMs}`);
   }
+  if (cmd.clockSource !== undefined && utf8Length(cmd.clockSource) > MAX_CLOCK_SOURCE_BYTES) {
+    throw new InvalidArgumentError(`clockSource is over ${MAX_CLOCK_SOURCE_BYTES} bytes`);
+  }
+  checkLimit("maxValueBytes", cmd.maxValueBytes);
+  checkLimit("quotaBytes", cmd.quotaBytes);
   if (cmd.session) {
     if (!Number.isSafeInteger(cmd.session.seq) || cmd.session.seq < 1) {
       throw new InvalidArgumentError(`session seq must be an integer >= 1, got ${cmd.session.seq}`);
+    }
+    const idBytes = utf8Length(cmd.session.clientId);
+    if (idBytes > MAX_CLIENT_ID_BYTES) {
+      throw new InvalidArgumentError(
+        `client_id is ${idBytes} bytes; the limit is ${MAX_CLIENT_ID_BYTES}`,
+      );
     }
   }
   switch (cmd.type) {
@@ -132,12 +199,16 @@ export function validateCommand(cmd: Command): void {
 export function encodeCommand(cmd: Command): Uint8Array {
   validateCommand(cmd);
   const keyBytes = utf8Length(cmd.key);
+  const clockSource = cmd.clockSource ?? "";
+  const clockBytes = utf8Length(clockSource);
+  const subject = cmd.session?.subject ?? "";
+  const subjectBytes = cmd.session ? utf8Length(subject) : 0;
   const clientBytes = cmd.session ? utf8Length(cmd.session.clientId) : 0;
-  let size = 3 + 8 + 4 + keyBytes;
+  let size = 3 + 8 + 4 + clockBytes + 8 + 8 + 4 + keyBytes;
   let flags = 0;
   if (cmd.session) {
     flags |= FLAG_SESSION;
-    size += 4 + clientBytes + 8;
+    size += 4 + subjectBytes + 4 + clientBytes + 8;
   }
   switch (cmd.type) {
     case "delete":
@@ -166,8 +237,12 @@ export function encodeCommand(cmd: Command): Uint8Array {
   w.u8(TYPE_CODES[cmd.type]);
   w.u8(flags);
   w.u53(cmd.timeMs);
+  w.str(clockSource, clockBytes);
+  w.u53(cmd.maxValueBytes ?? 0);
+  w.u53(cmd.quotaBytes ?? 0);
   w.str(cmd.key, keyBytes);
   if (cmd.session) {
+    w.str(subject, subjectBytes);
     w.str(cmd.session.clientId, clientBytes);
     w.u53(cmd.session.seq);
   }
@@ -180,28 +255,42 @@ export function encodeCommand(cmd: Command): Uint8Array {
 }
 
 /**
- * Decodes bytes made by {@link encodeCommand}. The result owns its byte arrays (copies, never
- * views into `bytes`). Throws InvalidArgumentError for anything else.
+ * Decodes bytes made by {@link encodeCommand} (version 2, or a version 1 entry from an older
+ * log). The result owns its byte arrays (copies, never views into `bytes`); absent optional
+ * fields are omitted. Throws InvalidArgumentError for anything else.
  */
 export function decodeCommand(bytes: Uint8Array): Command {
   const r = new BinaryReader(bytes);
   const version = r.u8();
-  if (version !== COMMAND_ENCODING_VERSION) {
+  if (version !== COMMAND_ENCODING_VERSION && version !== LEGACY_ENCODING_VERSION) {
     throw new InvalidArgumentError(`unknown command encoding version ${version}`);
   }
+  const legacy = version === LEGACY_ENCODING_VERSION;
   const typeCode = r.u8();
   const flags = r.u8();
   if ((flags & ~(FLAG_SESSION | FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION)) !== 0) {
     throw new InvalidArgumentError(`unknown command flags ${flags}`);
   }
   const timeMs = r.u53();
+  const clockSource = legacy ? "" : r.str();
+  const maxValueBytes = legacy ? 0 : r.u53();
+  const quotaBytes = legacy ? 0 : r.u53();
   const key = r.str();
   let session: ClientSession | undefined;
   if (flags & FLAG_SESSION) {
+    const subject = legacy ? "" : r.str();
     const clientId = r.str();
-    session = { clientId, seq: r.u53() };
+    const seq = r.u53();
+    session = subject === "" ? { clientId, seq } : { subject, clientId, seq };
   }
-  const base: CommandBase = session ? { key, timeMs, session } : { key, timeMs };
+  const base: CommandBase = {
+    key,
+    timeMs,
+    ...(clockSource !== "" ? { clockSource } : {}),
+    ...(maxValueBytes > 0 ? { maxValueBytes } : {}),
+    ...(quotaBytes > 0 ? { quotaBytes } : {}),
+    ...(session ? { session } : {}),
+  };
   const expectFlags = flags & (FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION);
   let cmd: Command;
   switch (typeCode) {

@@ -12,16 +12,26 @@ export {
   decodeCommand,
   type DeleteCommand,
   encodeCommand,
+  MAX_CLIENT_ID_BYTES,
+  MAX_CLOCK_SOURCE_BYTES,
+  type Refusal,
+  type RefusalReason,
   type SetCommand,
   validateCommand,
 } from "./commands.ts";
 export { compareKeys } from "./key_order.ts";
 export {
-  DEFAULT_MAX_SESSIONS,
+  DEFAULT_MAX_SESSION_BYTES,
+  DEFAULT_MAX_SESSION_BYTES_PER_SUBJECT,
+  DEFAULT_MAX_SESSIONS_PER_SUBJECT,
+  DEFAULT_QUOTA_BYTES,
   DEFAULT_SESSION_TTL_MS,
   type KvEntry,
   type KvListItem,
   KvStateMachine,
   type KvStateMachineOptions,
   type ListOptions,
+  MAX_CLOCK_SOURCES,
+  MAX_CLOCK_STEP_MS,
+  SESSION_OVERHEAD_BYTES,
 } from "./state_machine.ts";

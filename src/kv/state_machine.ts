@@ -7,7 +7,13 @@ import sortedBtree from "sorted-btree";
 import bulkLoadModule from "sorted-btree/extended/bulkLoad.js";
 import { InvalidArgumentError } from "../errors.ts";
 import { BinaryReader, BinaryWriter, utf8Length } from "./_binary.ts";
-import { type Command, type CommandResult, decodeCommand } from "./commands.ts";
+import {
+  type Command,
+  type CommandResult,
+  decodeCommand,
+  type Refusal,
+  type RefusalReason,
+} from "./commands.ts";
 import { compareKeys } from "./key_order.ts";
 
 /** A stored value and the Raft index of the write that stored it. Never mutated in place. */
@@ -36,16 +42,51 @@ export interface ListOptions {
  * the same values.
  */
 export interface KvStateMachineOptions {
-  /** A session unused for this long in log time (commands' `timeMs`) is forgotten. Default 1 h. */
+  /** A session unused for this long in log time (see {@link KvStateMachine}) is forgotten. Default 1 h. */
   readonly sessionTtlMs?: number;
-  /** At most this many sessions are kept; the least recently used goes first. Default 100,000. */
-  readonly maxSessions?: number;
+  /**
+   * At most this many sessions per subject; beyond, the subject's least recently used goes
+   * first. Default 100,000.
+   */
+  readonly maxSessionsPerSubject?: number;
+  /**
+   * At most this many session bytes per subject (see {@link SESSION_OVERHEAD_BYTES}); beyond,
+   * the subject's least recently used go first. Default 16 MiB.
+   */
+  readonly maxSessionBytesPerSubject?: number;
+  /**
+   * At most this many session bytes in all; beyond, the least recently used session of the
+   * subject holding the most bytes goes first, so a subject within its share is never evicted
+   * by another. Default 256 MiB.
+   */
+  readonly maxSessionBytes?: number;
 }
 
+/**
+ * Default data-size quota (2 GiB, etcd's default `quota-backend-bytes`): the `quota-bytes`
+ * a proposing node puts in its commands unless configured otherwise.
+ */
+export const DEFAULT_QUOTA_BYTES = 2 * 1024 * 1024 * 1024;
 /** Default {@link KvStateMachineOptions.sessionTtlMs}: one hour. */
 export const DEFAULT_SESSION_TTL_MS = 3_600_000;
-/** Default {@link KvStateMachineOptions.maxSessions}. */
-export const DEFAULT_MAX_SESSIONS = 100_000;
+/** Default {@link KvStateMachineOptions.maxSessionsPerSubject}. */
+export const DEFAULT_MAX_SESSIONS_PER_SUBJECT = 100_000;
+/** Default {@link KvStateMachineOptions.maxSessionBytesPerSubject}: 16 MiB. */
+export const DEFAULT_MAX_SESSION_BYTES_PER_SUBJECT = 16 * 1024 * 1024;
+/** Default {@link KvStateMachineOptions.maxSessionBytes}: 256 MiB. */
+export const DEFAULT_MAX_SESSION_BYTES = 256 * 1024 * 1024;
+/**
+ * What one session is charged beyond its subject, client id and cached value bytes: the map
+ * entries and objects that hold it (an estimate, the same on every replica).
+ */
+export const SESSION_OVERHEAD_BYTES = 128;
+/**
+ * Most log time one command can add (1 min): even a clock source whose readings jump ahead
+ * (a resumed VM, a stepped clock) needs many commands to move log time by a session TTL.
+ */
+export const MAX_CLOCK_STEP_MS = 60_000;
+/** Clock sources remembered (least recently used forgotten; a forgotten one re-anchors). */
+export const MAX_CLOCK_SOURCES = 64;
 
 // CommonJS interop: the default import is module.exports, whose `default` is the class.
 const BTree = sortedBtree.default;
@@ -55,15 +96,47 @@ const BTREE_NODE_SIZE = 64;
 type Tree = InstanceType<typeof BTree<string, KvEntry>>;
 
 interface Session {
+  readonly subject: string;
+  readonly clientId: string;
   readonly lastSeq: number;
   readonly lastUsedMs: number;
   readonly result: CommandResult;
+  /** What this session counts against its subject's and the global byte budgets. */
+  readonly costBytes: number;
+}
+
+/** One subject's sessions, least recently used first, and what they cost. */
+interface SubjectSessions {
+  readonly sessions: Map<string, Session>;
+  bytes: number;
+}
+
+/** Where a clock source's readings map onto log time: `readingMs` was read at `logTimeMs`. */
+interface ClockAnchor {
+  readonly readingMs: number;
+  readonly logTimeMs: number;
 }
 
 const NOT_APPLIED: CommandResult = Object.freeze({ ok: false, version: 0 });
 const SNAPSHOT_MAGIC = [0x4d, 0x4b, 0x56, 0x53]; // "MKVS"
-const SNAPSHOT_VERSION = 1;
-const R_OK = 1, R_VALUE = 2, R_HAS_EXISTED = 4, R_EXISTED = 8, R_LENGTH = 16;
+/** Version 2 adds clock anchors, session subjects and refusals; version 1 still restores. */
+const SNAPSHOT_VERSION = 2;
+const LEGACY_SNAPSHOT_VERSION = 1;
+const R_OK = 1, R_VALUE = 2, R_HAS_EXISTED = 4, R_EXISTED = 8, R_LENGTH = 16, R_REFUSED = 32;
+const REFUSAL_CODES: Readonly<Record<RefusalReason, number>> = {
+  "value-too-large": 1,
+  "quota-exceeded": 2,
+};
+
+/** The map key of a session: unambiguous for any subject and client id. */
+function sessionKey(subject: string, clientId: string): string {
+  return `${subject.length}:${subject}${clientId}`;
+}
+
+function sessionCost(subject: string, clientId: string, result: CommandResult): number {
+  return SESSION_OVERHEAD_BYTES + utf8Length(subject) + utf8Length(clientId) +
+    (result.value?.length ?? 0);
+}
 
 /**
  * Ordered in-memory map driven by the Raft log.
@@ -72,32 +145,70 @@ const R_OK = 1, R_VALUE = 2, R_HAS_EXISTED = 4, R_EXISTED = 8, R_LENGTH = 16;
  * every replica) and never throws, so a bad entry can never wedge the log; keys are kept in
  * {@link compareKeys} order; `restore` replaces the whole state.
  *
- * Client sessions give exactly-once writes: a command with `session {clientId, seq}` whose seq
- * equals the session's last applied seq returns that seq's cached result without applying
- * again. Only the last result per client is kept, so a client must have at most one write in
- * flight per clientId; a seq lower than the last one (a stale duplicate nobody waits for) is
- * not applied and returns `{ok: false, version: 0}`. Sessions expire after `sessionTtlMs` of
- * log time (the largest `timeMs` applied so far) without use, and beyond `maxSessions` the
- * least recently used is dropped; both are decided by the log alone, hence deterministic.
+ * Limits travel in the commands (`maxValueBytes`, `quotaBytes`, set by the proposing node
+ * from its configuration) rather than in this object's options: the log entry alone decides,
+ * so replicas whose configurations differ (a rolling change) still apply identically. A write
+ * whose value would exceed `maxValueBytes`, or that grows the stored bytes above
+ * `quotaBytes`, changes nothing and answers `refused`; deletes and shrinking writes always
+ * apply.
+ *
+ * Client sessions give exactly-once writes: a command with `session {subject, clientId, seq}`
+ * whose seq equals the session's last applied seq returns that seq's cached result (refusals
+ * included) without applying again. Only the last result per client is kept, so a client must
+ * have at most one write in flight per clientId; a seq lower than the last one (a stale
+ * duplicate nobody waits for) is not applied and returns `{ok: false, version: 0}`. Sessions
+ * are keyed by subject and client id and bounded per subject (count and bytes) and in all
+ * (bytes): a subject over its budget evicts only its own least recently used sessions, and over
+ * the global budget the subject holding the most bytes gives one up first.
+ *
+ * Log time, which expires sessions after `sessionTtlMs` without use, never follows a node's
+ * wall clock: each command's `timeMs` is a reading of its `clockSource`, and only the time
+ * elapsed between two readings of the same source advances log time, by at most
+ * {@link MAX_CLOCK_STEP_MS} per command. A source seen for the first time (a new node, a
+ * restarted process, a clock an hour ahead) is anchored at the current log time and moves
+ * nothing; a reading that goes backwards re-anchors. So one node with a skewed clock cannot
+ * expire sessions early: it can only add the time that really passed on it (a clock running
+ * fast by a factor f shortens a TTL by that factor, never to zero at once). Expiry is decided
+ * by the log alone, hence deterministic.
  */
 export class KvStateMachine {
   readonly sessionTtlMs: number;
-  readonly maxSessions: number;
+  readonly maxSessionsPerSubject: number;
+  readonly maxSessionBytesPerSubject: number;
+  readonly maxSessionBytes: number;
   #tree: Tree = new BTree<string, KvEntry>(undefined, compareKeys);
-  /** Insertion order is least recently used first (a use re-inserts at the end). */
+  /** All sessions; insertion order is least recently used first (a use re-inserts at the end). */
   #sessions = new Map<string, Session>();
+  /** The same sessions by subject, each in least-recently-used order. */
+  #bySubject = new Map<string, SubjectSessions>();
+  #sessionBytes = 0;
+  /** Clock sources by name, least recently used first. */
+  #clocks = new Map<string, ClockAnchor>();
   #appliedIndex = 0;
   #logTimeMs = 0;
   #byteCount = 0;
+  #quotaAlarm = false;
   /** Bumped on every change of the tree so running `list` iterators can re-seek. */
   #mutations = 0;
 
   constructor(options: KvStateMachineOptions = {}) {
     this.sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
-    this.maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    this.maxSessionsPerSubject = options.maxSessionsPerSubject ??
+      DEFAULT_MAX_SESSIONS_PER_SUBJECT;
+    this.maxSessionBytesPerSubject = options.maxSessionBytesPerSubject ??
+      DEFAULT_MAX_SESSION_BYTES_PER_SUBJECT;
+    this.maxSessionBytes = options.maxSessionBytes ?? DEFAULT_MAX_SESSION_BYTES;
     if (!(this.sessionTtlMs > 0)) throw new InvalidArgumentError("sessionTtlMs must be > 0");
-    if (!Number.isSafeInteger(this.maxSessions) || this.maxSessions < 1) {
-      throw new InvalidArgumentError("maxSessions must be an integer >= 1");
+    for (
+      const [name, v] of [
+        ["maxSessionsPerSubject", this.maxSessionsPerSubject],
+        ["maxSessionBytesPerSubject", this.maxSessionBytesPerSubject],
+        ["maxSessionBytes", this.maxSessionBytes],
+      ] as const
+    ) {
+      if (!Number.isSafeInteger(v) || v < 1) {
+        throw new InvalidArgumentError(`${name} must be an integer >= 1`);
+      }
     }
   }
 
@@ -111,7 +222,7 @@ export class KvStateMachine {
     return this.#tree.size;
   }
 
-  /** Sum of the UTF-8 key lengths and value lengths stored, in bytes. */
+  /** Sum of the UTF-8 key lengths and value lengths stored, in bytes (what the quota counts). */
   get byteCount(): number {
     return this.#byteCount;
   }
@@ -119,6 +230,24 @@ export class KvStateMachine {
   /** Number of client sessions remembered. */
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /** Bytes the remembered sessions are charged (see {@link SESSION_OVERHEAD_BYTES}). */
+  get sessionBytes(): number {
+    return this.#sessionBytes;
+  }
+
+  /** Log time in milliseconds: what session expiry is measured in (see the class comment). */
+  get logTimeMs(): number {
+    return this.#logTimeMs;
+  }
+
+  /**
+   * True once a write was refused for the data-size quota, until a write frees space (etcd's
+   * NOSPACE alarm). Observational only: not part of snapshots, never changes a result.
+   */
+  get quotaAlarm(): boolean {
+    return this.#quotaAlarm;
   }
 
   /**
@@ -135,24 +264,19 @@ export class KvStateMachine {
     } catch {
       return NOT_APPLIED;
     }
-    if (cmd.timeMs > this.#logTimeMs) this.#logTimeMs = cmd.timeMs;
+    this.#advanceClock(cmd.clockSource ?? "", cmd.timeMs);
     this.#expireSessions();
     const session = cmd.session;
+    const key = session ? sessionKey(session.subject ?? "", session.clientId) : "";
     if (session) {
-      const known = this.#sessions.get(session.clientId);
+      const known = this.#sessions.get(key);
       if (known && session.seq <= known.lastSeq) {
-        this.#touch(session.clientId, known.lastSeq, known.result);
+        this.#touch(known.subject, known.clientId, known.lastSeq, known.result);
         return session.seq === known.lastSeq ? known.result : NOT_APPLIED;
       }
     }
     const result = this.#execute(index, cmd);
-    if (session) {
-      this.#touch(session.clientId, session.seq, result);
-      if (this.#sessions.size > this.maxSessions) {
-        const oldest = this.#sessions.keys().next().value as string;
-        this.#sessions.delete(oldest);
-      }
-    }
+    if (session) this.#touch(session.subject ?? "", session.clientId, session.seq, result);
     return result;
   }
 
@@ -200,8 +324,8 @@ export class KvStateMachine {
   }
 
   /**
-   * A point-in-time binary image of the whole state: entries, sessions, `appliedIndex` and log
-   * time. {@link restore} on any replica reproduces this exact state.
+   * A point-in-time binary image of the whole state: entries, sessions, clock anchors,
+   * `appliedIndex` and log time. {@link restore} on any replica reproduces this exact state.
    */
   snapshot(): Uint8Array {
     let size = SNAPSHOT_MAGIC.length + 1 + 8 + 8 + 8;
@@ -209,10 +333,13 @@ export class KvStateMachine {
       size += 4 + utf8Length(key) + 8 + 4 + entry.value.length;
     });
     size += 4;
-    for (const [clientId, s] of this.#sessions) {
-      size += 4 + utf8Length(clientId) + 8 + 8 + 1 + 8;
+    for (const [source] of this.#clocks) size += 4 + utf8Length(source) + 8 + 8;
+    size += 4;
+    for (const s of this.#sessions.values()) {
+      size += 4 + utf8Length(s.subject) + 4 + utf8Length(s.clientId) + 8 + 8 + 1 + 8;
       if (s.result.value) size += 4 + s.result.value.length;
       if (s.result.length !== undefined) size += 8;
+      if (s.result.refused) size += 1 + 8 + 8;
     }
     const w = new BinaryWriter(size);
     for (const b of SNAPSHOT_MAGIC) w.u8(b);
@@ -225,28 +352,42 @@ export class KvStateMachine {
       w.u53(entry.version);
       w.blob(entry.value);
     });
+    w.u32(this.#clocks.size);
+    for (const [source, anchor] of this.#clocks) {
+      w.str(source, utf8Length(source));
+      w.u53(anchor.readingMs);
+      w.u53(anchor.logTimeMs);
+    }
     w.u32(this.#sessions.size);
-    for (const [clientId, s] of this.#sessions) {
-      w.str(clientId, utf8Length(clientId));
+    for (const s of this.#sessions.values()) {
+      w.str(s.subject, utf8Length(s.subject));
+      w.str(s.clientId, utf8Length(s.clientId));
       w.u53(s.lastSeq);
       w.u53(s.lastUsedMs);
       const r = s.result;
       w.u8(
         (r.ok ? R_OK : 0) | (r.value ? R_VALUE : 0) |
           (r.existed !== undefined ? R_HAS_EXISTED : 0) | (r.existed ? R_EXISTED : 0) |
-          (r.length !== undefined ? R_LENGTH : 0),
+          (r.length !== undefined ? R_LENGTH : 0) | (r.refused ? R_REFUSED : 0),
       );
       w.u53(r.version);
       if (r.value) w.blob(r.value);
       if (r.length !== undefined) w.u53(r.length);
+      if (r.refused) {
+        w.u8(REFUSAL_CODES[r.refused.reason]);
+        w.u53(r.refused.sizeBytes);
+        w.u53(r.refused.limitBytes);
+      }
     }
     return w.bytes;
   }
 
   /**
-   * Replaces ALL state (entries, sessions, appliedIndex, log time) with a {@link snapshot}
-   * image; nothing of the previous state survives. Throws InvalidArgumentError for bytes that
-   * are not a valid snapshot, leaving the current state untouched.
+   * Replaces ALL state (entries, sessions, clock anchors, appliedIndex, log time) with a
+   * {@link snapshot} image; nothing of the previous state survives. Version 1 images (before
+   * session subjects) still restore: their sessions belong to subject "" and they carry no
+   * clock anchors. Throws InvalidArgumentError for bytes that are not a valid snapshot,
+   * leaving the current state untouched.
    */
   restore(data: Uint8Array): void {
     const r = new BinaryReader(data);
@@ -254,9 +395,10 @@ export class KvStateMachine {
       if (r.u8() !== b) throw new InvalidArgumentError("not a mokv KV snapshot");
     }
     const version = r.u8();
-    if (version !== SNAPSHOT_VERSION) {
+    if (version !== SNAPSHOT_VERSION && version !== LEGACY_SNAPSHOT_VERSION) {
       throw new InvalidArgumentError(`unknown snapshot version ${version}`);
     }
+    const legacy = version === LEGACY_SNAPSHOT_VERSION;
     const appliedIndex = r.u53();
     const logTimeMs = r.u53();
     const entryCount = r.u53();
@@ -283,9 +425,16 @@ export class KvStateMachine {
     const tree: Tree = keys.length === 0
       ? new BTree<string, KvEntry>(undefined, compareKeys)
       : bulkLoad(keys, values, BTREE_NODE_SIZE, compareKeys) as Tree;
+    const clocks = new Map<string, ClockAnchor>();
+    const clockCount = legacy ? 0 : r.u32();
+    for (let i = 0; i < clockCount; i++) {
+      const source = r.str();
+      clocks.set(source, { readingMs: r.u53(), logTimeMs: r.u53() });
+    }
     const sessionCount = r.u32();
-    const sessions = new Map<string, Session>();
+    const sessions: Session[] = [];
     for (let i = 0; i < sessionCount; i++) {
+      const subject = legacy ? "" : r.str();
       const clientId = r.str();
       const lastSeq = r.u53();
       const lastUsedMs = r.u53();
@@ -297,58 +446,162 @@ export class KvStateMachine {
         value?: Uint8Array;
         existed?: boolean;
         length?: number;
+        refused?: Refusal;
       } = { ok: (flags & R_OK) !== 0, version: resultVersion };
       if (flags & R_VALUE) result.value = r.blob();
       if (flags & R_HAS_EXISTED) result.existed = (flags & R_EXISTED) !== 0;
       if (flags & R_LENGTH) result.length = r.u53();
-      sessions.set(clientId, { lastSeq, lastUsedMs, result });
+      if (flags & R_REFUSED) result.refused = readRefusal(r);
+      sessions.push({
+        subject,
+        clientId,
+        lastSeq,
+        lastUsedMs,
+        result,
+        costBytes: sessionCost(subject, clientId, result),
+      });
     }
     r.end();
     this.#tree = tree;
-    this.#sessions = sessions;
+    this.#sessions = new Map();
+    this.#bySubject = new Map();
+    this.#sessionBytes = 0;
+    for (const s of sessions) this.#insertSession(s);
+    this.#clocks = clocks;
     this.#appliedIndex = appliedIndex;
     this.#logTimeMs = logTimeMs;
     this.#byteCount = byteCount;
+    this.#quotaAlarm = false;
     this.#mutations++;
   }
 
-  #touch(clientId: string, lastSeq: number, result: CommandResult): void {
-    this.#sessions.delete(clientId);
-    this.#sessions.set(clientId, { lastSeq, lastUsedMs: this.#logTimeMs, result });
+  /** Moves log time by what elapsed on `source` since its last reading (see the class comment). */
+  #advanceClock(source: string, readingMs: number): void {
+    const anchor = this.#clocks.get(source);
+    if (anchor !== undefined && readingMs >= anchor.readingMs) {
+      const elapsedMs = Math.min(readingMs - anchor.readingMs, MAX_CLOCK_STEP_MS);
+      const candidateMs = anchor.logTimeMs + elapsedMs;
+      if (candidateMs > this.#logTimeMs) this.#logTimeMs = candidateMs;
+    }
+    this.#clocks.delete(source);
+    this.#clocks.set(source, { readingMs, logTimeMs: this.#logTimeMs });
+    if (this.#clocks.size > MAX_CLOCK_SOURCES) {
+      this.#clocks.delete(this.#clocks.keys().next().value as string);
+    }
+  }
+
+  #insertSession(s: Session): void {
+    this.#sessions.set(sessionKey(s.subject, s.clientId), s);
+    let owner = this.#bySubject.get(s.subject);
+    if (!owner) {
+      owner = { sessions: new Map(), bytes: 0 };
+      this.#bySubject.set(s.subject, owner);
+    }
+    owner.sessions.set(s.clientId, s);
+    owner.bytes += s.costBytes;
+    this.#sessionBytes += s.costBytes;
+  }
+
+  #removeSession(s: Session): void {
+    this.#sessions.delete(sessionKey(s.subject, s.clientId));
+    const owner = this.#bySubject.get(s.subject);
+    if (!owner) return;
+    owner.sessions.delete(s.clientId);
+    owner.bytes -= s.costBytes;
+    this.#sessionBytes -= s.costBytes;
+    if (owner.sessions.size === 0) this.#bySubject.delete(s.subject);
+  }
+
+  /** Records a use of the session (re-inserting it as most recent), then enforces the budgets. */
+  #touch(subject: string, clientId: string, lastSeq: number, result: CommandResult): void {
+    const known = this.#sessions.get(sessionKey(subject, clientId));
+    if (known) this.#removeSession(known);
+    this.#insertSession({
+      subject,
+      clientId,
+      lastSeq,
+      lastUsedMs: this.#logTimeMs,
+      result,
+      costBytes: sessionCost(subject, clientId, result),
+    });
+    const owner = this.#bySubject.get(subject)!;
+    while (
+      owner.sessions.size > 1 &&
+      (owner.sessions.size > this.maxSessionsPerSubject ||
+        owner.bytes > this.maxSessionBytesPerSubject)
+    ) {
+      this.#removeSession(owner.sessions.values().next().value as Session);
+    }
+    while (this.#sessionBytes > this.maxSessionBytes && this.#sessions.size > 1) {
+      let largest: SubjectSessions | undefined;
+      for (const candidate of this.#bySubject.values()) {
+        if (!largest || candidate.bytes > largest.bytes) largest = candidate;
+      }
+      this.#removeSession(largest!.sessions.values().next().value as Session);
+    }
   }
 
   #expireSessions(): void {
     const cutoffMs = this.#logTimeMs - this.sessionTtlMs;
-    for (const [clientId, s] of this.#sessions) {
+    for (const s of this.#sessions.values()) {
       if (s.lastUsedMs >= cutoffMs) return;
-      this.#sessions.delete(clientId);
+      this.#removeSession(s);
     }
   }
 
   #put(key: string, value: Uint8Array, version: number, previous: KvEntry | undefined): void {
     this.#tree.set(key, { value, version });
-    this.#byteCount += previous
+    const deltaBytes = previous
       ? value.length - previous.value.length
       : utf8Length(key) + value.length;
+    this.#byteCount += deltaBytes;
+    if (deltaBytes < 0) this.#quotaAlarm = false;
     this.#mutations++;
+  }
+
+  /**
+   * Why writing `valueBytes` under `key` (replacing `current`) must be refused by the limits
+   * `cmd` carries, or undefined when it may go ahead.
+   */
+  #refusal(cmd: Command, valueBytes: number, current: KvEntry | undefined): Refusal | undefined {
+    if (cmd.maxValueBytes !== undefined && valueBytes > cmd.maxValueBytes) {
+      return { reason: "value-too-large", sizeBytes: valueBytes, limitBytes: cmd.maxValueBytes };
+    }
+    const deltaBytes = current
+      ? valueBytes - current.value.length
+      : utf8Length(cmd.key) + valueBytes;
+    const afterBytes = this.#byteCount + deltaBytes;
+    if (cmd.quotaBytes !== undefined && deltaBytes > 0 && afterBytes > cmd.quotaBytes) {
+      this.#quotaAlarm = true;
+      return { reason: "quota-exceeded", sizeBytes: afterBytes, limitBytes: cmd.quotaBytes };
+    }
+    return undefined;
   }
 
   #execute(index: number, cmd: Command): CommandResult {
     const current = this.#tree.get(cmd.key);
     switch (cmd.type) {
-      case "set":
+      case "set": {
+        const refused = this.#refusal(cmd, cmd.value.length, current);
+        if (refused) return { ok: false, version: 0, refused };
         this.#put(cmd.key, cmd.value, index, current);
         return { ok: true, version: index, existed: current !== undefined };
+      }
       case "delete":
         if (!current) return { ok: true, version: 0, existed: false };
         this.#tree.delete(cmd.key);
         this.#byteCount -= utf8Length(cmd.key) + current.value.length;
+        this.#quotaAlarm = false;
         this.#mutations++;
         return { ok: true, version: index, existed: true };
       case "append": {
+        const lengthBytes = (current?.value.length ?? 0) + cmd.value.length;
+        // Checked before copying: a refused append costs no allocation of the whole value.
+        const refused = this.#refusal(cmd, lengthBytes, current);
+        if (refused) return { ok: false, version: 0, refused };
         let value = cmd.value;
         if (current) {
-          value = new Uint8Array(current.value.length + cmd.value.length);
+          value = new Uint8Array(lengthBytes);
           value.set(current.value, 0);
           value.set(cmd.value, current.value.length);
         }
@@ -362,6 +615,8 @@ export class KvStateMachine {
           ? current === undefined
           : current?.version === cmd.expectVersion;
         if (matches) {
+          const refused = this.#refusal(cmd, cmd.value.length, current);
+          if (refused) return { ok: false, version: 0, refused };
           this.#put(cmd.key, cmd.value, index, current);
           return { ok: true, version: index, existed: current !== undefined };
         }
@@ -375,6 +630,15 @@ export class KvStateMachine {
       }
     }
   }
+}
+
+function readRefusal(r: BinaryReader): Refusal {
+  const code = r.u8();
+  const reason = (Object.keys(REFUSAL_CODES) as RefusalReason[]).find((k) =>
+    REFUSAL_CODES[k] === code
+  );
+  if (reason === undefined) throw new InvalidArgumentError(`unknown refusal code ${code}`);
+  return { reason, sizeBytes: r.u53(), limitBytes: r.u53() };
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

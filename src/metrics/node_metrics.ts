@@ -89,6 +89,10 @@ export interface NodeMetrics {
   readonly storeKeys: Gauge;
   /** Bytes of keys and values in the state machine. */
   readonly storeBytes: Gauge;
+  /** The data-size quota (`quota-bytes`) that `mokv_store_bytes` is held under, in bytes. */
+  readonly quotaBytes: Gauge;
+  /** 1 while the data-size quota refuses writes (etcd's NOSPACE alarm), else 0. */
+  readonly quotaAlarm: Gauge;
 
   /** Sets `mokv_raft_role` so exactly `role` reads 1. */
   setRole(role: RaftRole): void;
@@ -193,6 +197,11 @@ export function createNodeMetrics(options: NodeMetricsOptions = {}): NodeMetrics
     ),
     storeKeys: gauge("mokv_store_keys", "Keys in the state machine."),
     storeBytes: gauge("mokv_store_bytes", "Bytes of keys and values in the state machine."),
+    quotaBytes: gauge("mokv_quota_bytes", "Data-size quota (quota-bytes), in bytes."),
+    quotaAlarm: gauge(
+      "mokv_quota_alarm",
+      "1 while the data-size quota refuses writes that grow the data (delete keys to clear).",
+    ),
     setRole,
   };
 }

@@ -3,7 +3,7 @@
  * a follower forwards a client's write (or an admin action) to the leader, and the leader
  * checks that a would-be member answers over mutual TLS before adding it.
  */
-import type { CommandResult } from "../kv/mod.ts";
+import type { CommandResult, Refusal } from "../kv/mod.ts";
 import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
 import { ByteReader, ByteWriter } from "./_binary.ts";
 
@@ -25,7 +25,9 @@ export type AdminRequest =
   | { readonly type: "remove"; readonly id: string }
   | { readonly type: "transfer"; readonly id: string };
 
-const R_OK = 1, R_VALUE = 2, R_EXISTED = 4, R_HAS_EXISTED = 8, R_LENGTH = 16;
+const R_OK = 1, R_VALUE = 2, R_EXISTED = 4, R_HAS_EXISTED = 8, R_LENGTH = 16, R_REFUSED = 32;
+/** Wire codes of `CommandResult.refused.reason`. */
+const REFUSAL_CODES = { "value-too-large": 1, "quota-exceeded": 2 } as const;
 
 /** Encodes a command result for the trip back to the forwarding follower. */
 export function encodeResult(r: CommandResult): Uint8Array {
@@ -34,10 +36,16 @@ export function encodeResult(r: CommandResult): Uint8Array {
   if (r.value !== undefined) flags |= R_VALUE;
   if (r.existed !== undefined) flags |= R_HAS_EXISTED | (r.existed ? R_EXISTED : 0);
   if (r.length !== undefined) flags |= R_LENGTH;
+  if (r.refused !== undefined) flags |= R_REFUSED;
   w.u8(flags);
   w.varint(r.version);
   if (r.value !== undefined) w.bytes(r.value);
   if (r.length !== undefined) w.varint(r.length);
+  if (r.refused !== undefined) {
+    w.u8(REFUSAL_CODES[r.refused.reason]);
+    w.varint(r.refused.sizeBytes);
+    w.varint(r.refused.limitBytes);
+  }
   return w.finish();
 }
 
@@ -48,6 +56,17 @@ export function decodeResult(bytes: Uint8Array): CommandResult {
   const version = r.varint();
   const value = flags & R_VALUE ? r.bytes() : undefined;
   const length = flags & R_LENGTH ? r.varint() : undefined;
+  let refused: Refusal | undefined;
+  if (flags & R_REFUSED) {
+    const code = r.u8();
+    const reason = code === REFUSAL_CODES["value-too-large"]
+      ? "value-too-large"
+      : code === REFUSAL_CODES["quota-exceeded"]
+      ? "quota-exceeded"
+      : undefined;
+    if (reason === undefined) throw new InvalidArgumentError(`unknown refusal code ${code}`);
+    refused = { reason, sizeBytes: r.varint(), limitBytes: r.varint() };
+  }
   r.end();
   return {
     ok: (flags & R_OK) !== 0,
@@ -55,6 +74,7 @@ export function decodeResult(bytes: Uint8Array): CommandResult {
     ...(value !== undefined ? { value } : {}),
     ...(flags & R_HAS_EXISTED ? { existed: (flags & R_EXISTED) !== 0 } : {}),
     ...(length !== undefined ? { length } : {}),
+    ...(refused !== undefined ? { refused } : {}),
   };
 }
 

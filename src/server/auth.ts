@@ -98,6 +98,7 @@ async function loadEnforcer(modelFile: string, policyFile: string): Promise<Enfo
     );
   }
   checkFieldCounts(policyFile, enforcer.getModel().model);
+  checkObjectPatterns(policyFile, enforcer.getModel().model);
   return enforcer;
 }
 
@@ -144,6 +145,30 @@ function checkFieldCounts(policyFile: string, sections: Sections): void {
             }" needs ${assertion.tokens.length} non-empty fields`,
           );
         }
+      }
+    }
+  }
+}
+
+/**
+ * A policy object is a key or a prefix pattern ending in one `*` (`users/*`). Casbin's
+ * `keyMatch` ignores whatever follows the first `*`, so `foo*bar` would grant every key
+ * starting with `foo`: such a pattern is refused rather than silently widened.
+ */
+function checkObjectPatterns(policyFile: string, sections: Sections): void {
+  for (const [ptype, assertion] of sections.get("p") ?? []) {
+    const at = assertion.tokens.indexOf(`${ptype}_obj`);
+    if (at < 0) continue;
+    for (const rule of assertion.policy) {
+      const object = rule[at];
+      const star = object.indexOf("*");
+      if (star >= 0 && star !== object.length - 1) {
+        throw new ConfigError(
+          "acl-policy-file",
+          `${policyFile}: rule "${ptype}, ${
+            rule.join(", ")
+          }": "*" may only end an object pattern (keyMatch ignores what follows it)`,
+        );
       }
     }
   }

@@ -3,6 +3,7 @@
  * authorization, consistency, and one observation per RPC. Errors stay typed until
  * status.ts maps them.
  */
+import { setImmediate } from "node:timers";
 import * as grpc from "@grpc/grpc-js";
 import type { PeerIdentities } from "./http2_guard.ts";
 import type {
@@ -28,14 +29,22 @@ import type {
   TransferLeadershipResponse,
 } from "../api/mod.ts";
 import {
+  ClientIdTooLargeError,
   EmptyKeyError,
   InvalidArgumentError,
   KeyNotFoundError,
   KeyTooLargeError,
   PermissionDeniedError,
+  QuotaExceededError,
   ValueTooLargeError,
 } from "../errors.ts";
-import type { ClientSession } from "../kv/mod.ts";
+import {
+  type ClientSession,
+  type CommandResult,
+  DEFAULT_QUOTA_BYTES,
+  MAX_CLIENT_ID_BYTES,
+  type Refusal,
+} from "../kv/mod.ts";
 import type { KvBackend, ReadConsistency } from "./backend.ts";
 import { toGrpcStatus } from "./status.ts";
 
@@ -43,6 +52,12 @@ import { toGrpcStatus } from "./status.ts";
 export const DEFAULT_MAX_KEY_BYTES = 4096;
 /** Default limit on a value's length (1 MiB). */
 export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+/**
+ * Keys a List examines per event-loop turn: after this many (sent or skipped by
+ * authorization) it yields a macrotask, so listing a million keys a subject may not read
+ * never stops Raft ticks, other requests or I/O.
+ */
+export const LIST_YIELD_KEYS = 1024;
 /** Size of the chunks Admin.Snapshot streams. */
 export const SNAPSHOT_CHUNK_BYTES = 256 * 1024;
 
@@ -76,10 +91,27 @@ export interface KvServiceOptions {
   readonly onRequest?: (info: RequestInfo) => void;
   /** Longest key accepted, in UTF-8 bytes; default {@link DEFAULT_MAX_KEY_BYTES}. */
   readonly maxKeyBytes?: number;
-  /** Longest value accepted (and longest value Append may produce); default 1 MiB. */
+  /**
+   * Longest value accepted, and longest value Append may produce (carried in each command, so
+   * the state machine refuses a longer result on every replica); default 1 MiB.
+   */
   readonly maxValueBytes?: number;
-  /** Wall clock stamped on commands (session expiry); default Date.now. */
+  /**
+   * Data-size quota in bytes (keys plus values): writes that would grow the data above it are
+   * refused by the state machine (carried in each command) with RESOURCE_EXHAUSTED; default
+   * {@link DEFAULT_QUOTA_BYTES}.
+   */
+  readonly quotaBytes?: number;
+  /**
+   * Clock read into each command's `timeMs` for session expiry; only differences between
+   * readings of one `clockSource` count. Default: the monotonic `performance.now()`.
+   */
   readonly nowMs?: () => number;
+  /**
+   * Names the clock behind `nowMs` in commands; must differ between processes. Default: the
+   * backend's node id and a random suffix drawn once per handler set (each process start).
+   */
+  readonly clockSource?: string;
   /**
    * Certificate subjects of connections the one-port server guards (see http2_guard.ts),
    * consulted when grpc-js cannot see the TLS socket itself.
@@ -118,8 +150,12 @@ export function subjectOf(
 }
 
 /**
- * Builds the api.KV and api.Admin handlers. Guarantees: every request is validated (empty or
- * oversized key or value → INVALID_ARGUMENT) and authorized before it reaches the backend; a
+ * Builds the api.KV and api.Admin handlers. Guarantees: every request is validated from its
+ * own fields (empty or oversized key, value or client_id → INVALID_ARGUMENT) and authorized
+ * before anything reads state or reaches the backend, so a denied answer is the same whether
+ * or not the key exists; CompareAndSet needs `consume` and `produce` on its key (a compare is
+ * a read); writes carry the value limit and data-size quota for the state machine to enforce
+ * (refusals → INVALID_ARGUMENT / RESOURCE_EXHAUSTED); sessions are scoped to the subject; a
  * handler never throws into grpc-js (any failure becomes a status); `onRequest` sees each RPC
  * exactly once.
  */
@@ -127,7 +163,12 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
   const backend = options.backend;
   const maxKeyBytes = options.maxKeyBytes ?? DEFAULT_MAX_KEY_BYTES;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
-  const nowMs = options.nowMs ?? Date.now;
+  const quotaBytes = options.quotaBytes ?? DEFAULT_QUOTA_BYTES;
+  const nowMs = options.nowMs ?? (() => Math.floor(performance.now()));
+  const clockSource = options.clockSource ??
+    `${backend.nodeId}#${crypto.randomUUID().slice(0, 8)}`;
+  /** Fields every command from this edge carries: its clock and the limits it must respect. */
+  const stamp = () => ({ timeMs: nowMs(), clockSource, maxValueBytes, quotaBytes });
   const authorize = options.authorize;
   const onRequest = options.onRequest ?? ((info: RequestInfo) => {
     if (info.code === grpc.status.INTERNAL) {
@@ -148,18 +189,28 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
     if (value.length > maxValueBytes) throw new ValueTooLargeError(value.length, maxValueBytes);
   }
 
-  function sessionOf(clientId: string, seq: number): ClientSession | undefined {
+  /** The session of a write, scoped to the subject; client_id is bounded in bytes. */
+  function sessionOf(subject: string, clientId: string, seq: number): ClientSession | undefined {
     if (clientId === "") return undefined;
+    if (clientId.length * 3 > MAX_CLIENT_ID_BYTES) {
+      const sizeBytes = encoder.encode(clientId).length;
+      if (sizeBytes > MAX_CLIENT_ID_BYTES) {
+        throw new ClientIdTooLargeError(sizeBytes, MAX_CLIENT_ID_BYTES);
+      }
+    }
     if (!(seq >= 1)) {
       throw new InvalidArgumentError("seq must be >= 1 when client_id is set");
     }
-    return { clientId, seq };
+    return { subject, clientId, seq };
   }
 
-  async function check(subject: string, authz: Authz): Promise<void> {
+  /** Every decision in `authz` must allow; the first refusal throws. */
+  async function check(subject: string, authz: Authz | readonly Authz[]): Promise<void> {
     if (!authorize) return;
-    if (!(await authorize(subject, authz.object, authz.action))) {
-      throw new PermissionDeniedError(subject || "anonymous", authz.action, authz.object);
+    for (const one of Array.isArray(authz) ? authz : [authz as Authz]) {
+      if (!(await authorize(subject, one.object, one.action))) {
+        throw new PermissionDeniedError(subject || "anonymous", one.action, one.object);
+      }
     }
   }
 
@@ -187,10 +238,12 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
     }
   }
 
+  // `validate` looks at the request only, never at state; `handle` runs after authorization,
+  // so nothing an unauthorized subject sees depends on what is stored.
   function unary<Req, Res>(
     method: string,
-    validate: (req: Req) => Authz,
-    handle: (req: Req) => Promise<MessageInput<Res>>,
+    validate: (req: Req) => Authz | readonly Authz[],
+    handle: (req: Req, subject: string) => Promise<MessageInput<Res>>,
   ): grpc.handleUnaryCall<Req, MessageInput<Res>> {
     return (call, callback) => {
       const startedMs = performance.now();
@@ -198,7 +251,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
       (async () => {
         const authz = validate(call.request);
         await check(subject, authz);
-        return await handle(call.request);
+        return await handle(call.request, subject);
       })().then(
         (response) => {
           callback(null, response);
@@ -214,10 +267,11 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
 
   function stream<Req, Res>(
     method: string,
-    validate: (req: Req) => Authz,
+    validate: (req: Req) => Authz | readonly Authz[],
     produce: (
       req: Req,
       subject: string,
+      isCancelled: () => boolean,
     ) => Promise<Iterable<MessageInput<Res>> | AsyncIterable<MessageInput<Res>>>,
   ): grpc.handleServerStreamingCall<Req, MessageInput<Res>> {
     return (call) => {
@@ -235,12 +289,13 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
       (async () => {
         const authz = validate(call.request);
         await check(subject, authz);
-        for await (const item of await produce(call.request, subject)) {
+        for await (const item of await produce(call.request, subject, () => cancelled)) {
           if (cancelled) throw new CancelledError();
           if (!call.write(item)) {
             await Promise.race([new Promise((resolve) => call.once("drain", resolve)), stop]);
           }
         }
+        if (cancelled) throw new CancelledError();
       })().then(
         () => {
           call.end();
@@ -279,15 +334,17 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         checkValue(req.value);
         return { action: "produce", object: req.key };
       },
-      async (req) => {
-        const session = sessionOf(req.client_id, req.seq);
-        const result = await backend.apply({
-          type: "set",
-          key: req.key,
-          value: req.value,
-          timeMs: nowMs(),
-          ...(session ? { session } : {}),
-        });
+      async (req, subject) => {
+        const session = sessionOf(subject, req.client_id, req.seq);
+        const result = succeeded(
+          await backend.apply({
+            type: "set",
+            key: req.key,
+            value: req.value,
+            ...stamp(),
+            ...(session ? { session } : {}),
+          }),
+        );
         return { ok: result.ok, version: result.version };
       },
     ),
@@ -297,12 +354,12 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         checkKey(req.key);
         return { action: "produce", object: req.key };
       },
-      async (req) => {
-        const session = sessionOf(req.client_id, req.seq);
+      async (req, subject) => {
+        const session = sessionOf(subject, req.client_id, req.seq);
         const result = await backend.apply({
           type: "delete",
           key: req.key,
-          timeMs: nowMs(),
+          ...stamp(),
           ...(session ? { session } : {}),
         });
         return { ok: result.ok, version: result.version, existed: result.existed ?? false };
@@ -317,12 +374,14 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         }
         return { action: "consume", object: req.prefix === "" ? "*" : req.prefix };
       },
-      async (req, subject) => {
+      async (req, subject, isCancelled) => {
         await backend.readBarrier(consistencyOf(req.consistency));
         if (!authorize) {
-          return mapIterable(
+          return allowedEntries(
             backend.reader.list({ prefix: req.prefix, start: req.start, limit: req.limit }),
-            toGetResponse,
+            undefined,
+            req.limit,
+            isCancelled,
           );
         }
         // An allowed prefix does not make every key under it allowed (an exact-key rule, or a
@@ -332,6 +391,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
           backend.reader.list({ prefix: req.prefix, start: req.start }),
           (key) => authorize(subject, key, "consume"),
           req.limit,
+          isCancelled,
         );
       },
     ),
@@ -351,22 +411,25 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
       (req) => {
         checkKey(req.key);
         checkValue(req.value);
-        // Best effort: the value may grow between this check and the apply.
+        return { action: "produce", object: req.key };
+      },
+      async (req, subject) => {
+        const session = sessionOf(subject, req.client_id, req.seq);
+        // The state machine decides (the value may grow before this append applies); this
+        // early answer, after authorization, only spares the log a write that cannot fit.
         const current = backend.reader.get(req.key);
         if (current && current.value.length + req.value.length > maxValueBytes) {
           throw new ValueTooLargeError(current.value.length + req.value.length, maxValueBytes);
         }
-        return { action: "produce", object: req.key };
-      },
-      async (req) => {
-        const session = sessionOf(req.client_id, req.seq);
-        const result = await backend.apply({
-          type: "append",
-          key: req.key,
-          value: req.value,
-          timeMs: nowMs(),
-          ...(session ? { session } : {}),
-        });
+        const result = succeeded(
+          await backend.apply({
+            type: "append",
+            key: req.key,
+            value: req.value,
+            ...stamp(),
+            ...(session ? { session } : {}),
+          }),
+        );
         return { ok: result.ok, version: result.version, length: result.length ?? 0 };
       },
     ),
@@ -376,20 +439,23 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         checkKey(req.key);
         checkValue(req.value);
         checkValue(req.expect_value);
-        return { action: "produce", object: req.key };
+        // A compare reads the key (a failed one answers its value): consume and produce.
+        return [{ action: "consume", object: req.key }, { action: "produce", object: req.key }];
       },
-      async (req) => {
-        const session = sessionOf(req.client_id, req.seq);
-        const result = await backend.apply({
-          type: "cas",
-          key: req.key,
-          value: req.value,
-          timeMs: nowMs(),
-          ...(req.has_expect_value
-            ? { expectValue: req.expect_value }
-            : { expectVersion: req.expect_version }),
-          ...(session ? { session } : {}),
-        });
+      async (req, subject) => {
+        const session = sessionOf(subject, req.client_id, req.seq);
+        const result = succeeded(
+          await backend.apply({
+            type: "cas",
+            key: req.key,
+            value: req.value,
+            ...stamp(),
+            ...(req.has_expect_value
+              ? { expectValue: req.expect_value }
+              : { expectVersion: req.expect_version }),
+            ...(session ? { session } : {}),
+          }),
+        );
         return {
           ok: result.ok,
           version: result.version,
@@ -450,27 +516,58 @@ class CancelledError extends Error {
 
 type ListItem = { key: string; value: Uint8Array; version: number };
 
+/** The typed error of a write the state machine refused. */
+function refusalError(refused: Refusal): Error {
+  switch (refused.reason) {
+    case "value-too-large":
+      return new ValueTooLargeError(refused.sizeBytes, refused.limitBytes);
+    case "quota-exceeded":
+      return new QuotaExceededError(refused.limitBytes, refused.sizeBytes);
+    default: {
+      const never: never = refused.reason;
+      return new InvalidArgumentError(`refused: ${never}`);
+    }
+  }
+}
+
+/** `result`, or the typed error when the state machine refused the write. */
+function succeeded(result: CommandResult): CommandResult {
+  if (result.refused) throw refusalError(result.refused);
+  return result;
+}
+
+function nextMacrotask(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 function toGetResponse(e: ListItem): MessageInput<GetResponse> {
   return { key: e.key, value: e.value, version: e.version };
 }
 
-/** The entries whose key `allowed` accepts, at most `limit` of them (0: no limit). */
+/**
+ * The entries whose key `allowed` accepts (all of them without `allowed`), at most `limit` of
+ * them (0: no limit). Every {@link LIST_YIELD_KEYS} keys examined it yields a macrotask and
+ * stops once the client has gone, so a scan over keys the subject may not read is bounded per
+ * event-loop turn and never outlives its request.
+ */
 async function* allowedEntries(
   entries: Iterable<ListItem>,
-  allowed: (key: string) => boolean | Promise<boolean>,
+  allowed: ((key: string) => boolean | Promise<boolean>) | undefined,
   limit: number,
+  isCancelled: () => boolean,
 ): AsyncGenerator<MessageInput<GetResponse>> {
   let sent = 0;
+  let examined = 0;
   for (const e of entries) {
     if (limit > 0 && sent >= limit) return;
-    if (!(await allowed(e.key))) continue;
+    if (++examined % LIST_YIELD_KEYS === 0) {
+      await nextMacrotask();
+      if (isCancelled()) return;
+    }
+    if (allowed && !(await allowed(e.key))) continue;
     sent++;
     yield toGetResponse(e);
   }
-}
-
-function* mapIterable<T, U>(items: Iterable<T>, f: (item: T) => U): Generator<U> {
-  for (const item of items) yield f(item);
 }
 
 function* chunks(bytes: Uint8Array, sizeBytes: number): Generator<MessageInput<SnapshotChunk>> {

@@ -13,6 +13,7 @@ export {
   DEFAULT_MAX_VALUE_BYTES,
   type KvServiceHandlers,
   type KvServiceOptions,
+  LIST_YIELD_KEYS,
   type RequestInfo,
   SNAPSHOT_CHUNK_BYTES,
   subjectOf,

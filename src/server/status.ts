@@ -8,6 +8,7 @@ import {
   KeyNotFoundError,
   NotLeaderError,
   PermissionDeniedError,
+  QuotaExceededError,
   UnavailableError,
 } from "../errors.ts";
 
@@ -25,7 +26,8 @@ export interface GrpcStatus {
 
 /**
  * Maps an error to its status: KeyNotFoundError → NOT_FOUND, InvalidArgumentError →
- * INVALID_ARGUMENT, PermissionDeniedError → PERMISSION_DENIED, NotLeaderError and
+ * INVALID_ARGUMENT, PermissionDeniedError → PERMISSION_DENIED, QuotaExceededError →
+ * RESOURCE_EXHAUSTED, NotLeaderError and
  * UnavailableError → UNAVAILABLE (with the leader hint), anything else → INTERNAL with a
  * generic message (the caller logs the real one).
  */
@@ -39,6 +41,9 @@ export function toGrpcStatus(error: unknown): GrpcStatus {
   }
   if (error instanceof PermissionDeniedError) {
     return { code: grpc.status.PERMISSION_DENIED, details: error.message, metadata };
+  }
+  if (error instanceof QuotaExceededError) {
+    return { code: grpc.status.RESOURCE_EXHAUSTED, details: error.message, metadata };
   }
   if (error instanceof NotLeaderError) {
     if (error.leaderId) metadata.set(LEADER_ID_METADATA, error.leaderId);

@@ -24,7 +24,7 @@ const samples: Command[] = [
 Deno.test("every command round-trips through the binary encoding", () => {
   for (const cmd of samples) {
     const encoded = encodeCommand(cmd);
-    assertEquals(encoded[0], 1, "version byte first");
+    assertEquals(encoded[0], 2, "version byte first");
     assertEquals(decodeCommand(encoded), cmd);
   }
 });

@@ -175,8 +175,8 @@ Deno.test("sessions: a retried seq returns the cached result without applying ag
   assertEquals(d.sm.sessionCount, 2);
 });
 
-Deno.test("sessions expire by log time and by count, least recently used first", () => {
-  const d = new Driver(new KvStateMachine({ sessionTtlMs: 1000, maxSessions: 2 }));
+Deno.test("sessions expire by log time and by count per subject, least recently used first", () => {
+  const d = new Driver(new KvStateMachine({ sessionTtlMs: 1000, maxSessionsPerSubject: 2 }));
   const write = (clientId: string, seq: number, timeMs: number) =>
     d.run({ type: "append", key: "k", value: bytes(clientId), timeMs, session: { clientId, seq } });
   write("a", 1, 0);
