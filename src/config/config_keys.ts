@@ -149,7 +149,13 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     name: "max-value-bytes",
     kind: "int",
     defaultText: "1048576",
-    doc: "largest value, in bytes",
+    doc: "largest value (and Append result), in bytes; at most about 8 MiB (one Raft frame)",
+  },
+  {
+    name: "quota-bytes",
+    kind: "int",
+    defaultText: "2147483648",
+    doc: "data-size quota (keys + values), in bytes: above it writes that grow the data fail",
   },
   {
     name: "snapshot-entries",

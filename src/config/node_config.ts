@@ -78,8 +78,16 @@ export interface NodeConfig {
   readonly logFormat: LogFormat;
   /** Largest accepted key, in bytes (UTF-8). Default 4096. */
   readonly maxKeyBytes: number;
-  /** Largest accepted value, in bytes. Default 1048576 (1 MiB). */
+  /**
+   * Largest accepted value, in bytes (also the largest Append result). Default 1048576 (1 MiB);
+   * at most what one Raft peer frame carries (see `maxValueBytesLimit`).
+   */
   readonly maxValueBytes: number;
+  /**
+   * Data-size quota in bytes (keys plus values, as etcd's `quota-backend-bytes`): writes that
+   * would grow the data above it get RESOURCE_EXHAUSTED; deletes still work. Default 2 GiB.
+   */
+  readonly quotaBytes: number;
   /** Applied entries between two snapshots. Default 8192. */
   readonly snapshotEntries: number;
   /** Length of one Raft tick, in milliseconds. Default 50. */

@@ -1,6 +1,8 @@
 import { X509Certificate } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import { ConfigError } from "../errors.ts";
+import { DEFAULT_QUOTA_BYTES } from "../kv/mod.ts";
+import { MAX_FRAME_BYTES } from "../replication/_frame.ts";
 import { findKey } from "./config_keys.ts";
 import { parseFlags } from "./flags.ts";
 import type {
@@ -26,6 +28,19 @@ import {
 const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 const LOG_FORMATS: readonly LogFormat[] = ["json", "text", "auto"];
 const MAX_INT = Number.MAX_SAFE_INTEGER;
+/** Room in a peer frame for everything of a log entry but its key and values (headers, session). */
+const FRAME_SLACK_BYTES = 64 * 1024;
+
+/**
+ * The largest `max-value-bytes` the peer transport can replicate with keys of `maxKeyBytes`:
+ * a CompareAndSet entry carries two values and the key, and must fit one peer frame
+ * (`MAX_FRAME_BYTES`); a larger entry would never reach the followers and stall every later
+ * write.
+ */
+export function maxValueBytesLimit(maxKeyBytes: number): number {
+  return Math.floor((MAX_FRAME_BYTES - FRAME_SLACK_BYTES - maxKeyBytes) / 2);
+}
+
 /** Size of one gossip key in bytes (AES-256). */
 const GOSSIP_KEY_BYTES = 32;
 
@@ -119,6 +134,16 @@ export async function parseConfig(
     );
   }
 
+  const maxKeyBytes = int("max-key-bytes", 1, 65536, 4096);
+  const maxValueBytes = int("max-value-bytes", 1, MAX_INT, 1024 * 1024);
+  const valueLimitBytes = maxValueBytesLimit(maxKeyBytes);
+  if (maxValueBytes > valueLimitBytes) {
+    throw new ConfigError(
+      "max-value-bytes",
+      `must be at most ${valueLimitBytes} (a CompareAndSet log entry carries two values and a key, and one Raft peer frame holds at most ${MAX_FRAME_BYTES} bytes), got ${maxValueBytes}`,
+    );
+  }
+
   return Object.freeze<NodeConfig>({
     dataDir,
     nodeName,
@@ -134,8 +159,9 @@ export async function parseConfig(
     gossipKeyring,
     logLevel: opt("log-level", (k, v) => toChoice(k, v, LOG_LEVELS)) ?? "info",
     logFormat: opt("log-format", (k, v) => toChoice(k, v, LOG_FORMATS)) ?? "auto",
-    maxKeyBytes: int("max-key-bytes", 1, 65536, 4096),
-    maxValueBytes: int("max-value-bytes", 1, 64 * 1024 * 1024, 1024 * 1024),
+    maxKeyBytes,
+    maxValueBytes,
+    quotaBytes: int("quota-bytes", 1, MAX_INT, DEFAULT_QUOTA_BYTES),
     snapshotEntries: int("snapshot-entries", 1, MAX_INT, 8192),
     raftTickMs: int("raft-tick-ms", 1, 60_000, 50),
     raftElectionTicks,

@@ -105,6 +105,8 @@ function sampler(node: MokvNode, metrics: NodeMetrics): () => void {
   return () => {
     metrics.storeKeys.set(node.storeKeys());
     metrics.storeBytes.set(node.storeBytes());
+    metrics.quotaBytes.set(node.config.quotaBytes);
+    metrics.quotaAlarm.set(node.quotaAlarm() ? 1 : 0);
     const counts = { alive: 0, suspect: 0, failed: 0, left: 0 };
     for (const m of node.members()) counts[m.state]++;
     for (const [state, n] of Object.entries(counts)) metrics.gossipMembers.set({ state }, n);

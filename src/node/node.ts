@@ -144,6 +144,7 @@ export class MokvNode implements KvBackend {
       backend,
       maxKeyBytes: config.maxKeyBytes,
       maxValueBytes: config.maxValueBytes,
+      quotaBytes: config.quotaBytes,
       authorize: authorizer
         ? (subject, object, action) => authorizer.enforce(subject, object, action)
         : undefined,
@@ -267,6 +268,11 @@ export class MokvNode implements KvBackend {
   /** Bytes of keys and values held. */
   storeBytes(): number {
     return this.fsm.byteCount;
+  }
+
+  /** True while the data-size quota refuses writes (until a write frees space). */
+  quotaAlarm(): boolean {
+    return this.fsm.quotaAlarm;
   }
 
   /** Called once the node has left the cluster for good (after `leave()`). */

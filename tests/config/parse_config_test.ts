@@ -1,4 +1,11 @@
-import { CONFIG_KEYS, configHelp, type NodeConfig, parseConfig } from "../../src/config/mod.ts";
+import {
+  CONFIG_KEYS,
+  configHelp,
+  maxValueBytesLimit,
+  type NodeConfig,
+  parseConfig,
+} from "../../src/config/mod.ts";
+import { MAX_FRAME_BYTES } from "../../src/replication/_frame.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { makeTestCerts, type TestCerts } from "../helpers/certs.ts";
 
@@ -399,5 +406,47 @@ Deno.test("configHelp lists every key with its default", () => {
   }
   for (const name of ["data-dir", "rpc-port", "insecure", "dead-server-min-quorum"]) {
     assert(CONFIG_KEYS.some((k) => k.name === name), `${name} must be documented`);
+  }
+});
+
+Deno.test("max-value-bytes may not exceed what one Raft peer frame carries", async () => {
+  const base = ["--insecure", "--node-name", "n1"];
+  const limit = maxValueBytesLimit(4096);
+  assertEquals(limit, Math.floor((MAX_FRAME_BYTES - 64 * 1024 - 4096) / 2), "limit");
+  const at = await parseConfig([...base, "--max-value-bytes", String(limit)], ENV);
+  assertEquals(at.maxValueBytes, limit, "the limit itself is accepted");
+  for (const bytes of [limit + 1, 16 * 1024 * 1024, 17 * 1024 * 1024]) {
+    const err = await configError(() =>
+      parseConfig([...base, "--max-value-bytes", String(bytes)], ENV)
+    );
+    assertEquals(err.key, "max-value-bytes", "key");
+    assert(!err.message.includes("\n"), "one line");
+    assert(
+      err.message.startsWith(`config max-value-bytes: must be at most ${limit} `) &&
+        err.message.endsWith(`got ${bytes}`),
+      err.message,
+    );
+  }
+  // larger keys leave less room for values
+  const err = await configError(() =>
+    parseConfig([...base, "--max-key-bytes", "65536", "--max-value-bytes", String(limit)], ENV)
+  );
+  assertEquals(err.key, "max-value-bytes", "key with large keys");
+});
+
+Deno.test("quota-bytes: documented 2 GiB default, a positive integer", async () => {
+  const base = ["--insecure", "--node-name", "n1"];
+  const cfg = await parseConfig(base, ENV);
+  assertEquals(cfg.quotaBytes, 2 * 1024 * 1024 * 1024, "default");
+  assertEquals(
+    CONFIG_KEYS.find((k) => k.name === "quota-bytes")?.defaultText,
+    "2147483648",
+    "documented default",
+  );
+  const set = await parseConfig([...base, "--quota-bytes", "1048576"], ENV);
+  assertEquals(set.quotaBytes, 1048576, "flag");
+  for (const bad of ["0", "-1", "lots"]) {
+    const err = await configError(() => parseConfig([...base, "--quota-bytes", bad], ENV));
+    assertEquals(err.key, "quota-bytes", `key for ${bad}`);
   }
 });
