@@ -41,6 +41,18 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   },
   { name: "rpc-port", kind: "int", defaultText: "8400", doc: "TCP port serving gRPC and Raft" },
   {
+    name: "max-connections",
+    kind: "int",
+    defaultText: "4096",
+    doc: "open connections on rpc-port (gRPC and Raft); more are closed on arrival",
+  },
+  {
+    name: "max-pending-handshakes",
+    kind: "int",
+    defaultText: "256",
+    doc: "connections on rpc-port still in their TLS handshake; more are closed on arrival",
+  },
+  {
     name: "advertise-addr",
     kind: "string",
     defaultText: "(host of bind-addr)",

@@ -56,6 +56,10 @@ export interface NodeConfig {
   readonly bindAddr: HostPort;
   /** TCP port serving gRPC and Raft. Default 8400. */
   readonly rpcPort: number;
+  /** Open connections on `rpc-port`, more are closed on arrival. Unset: 4096. */
+  readonly maxConnections?: number;
+  /** Connections on `rpc-port` still in their TLS handshake, more are closed. Unset: 256. */
+  readonly maxPendingHandshakes?: number;
   /** Host other nodes use to reach this one. Default: the host of `bindAddr` (host name if unspecified). */
   readonly advertiseAddr: string;
   /** Gossip addresses to join at start-up. Default none. */

@@ -162,6 +162,8 @@ export class MokvNode implements KvBackend {
       port: config.rpcPort,
       grpcServer,
       tls: serverTls,
+      maxConnections: config.maxConnections,
+      maxPendingHandshakes: config.maxPendingHandshakes,
       onRaftSocket: (socket, peer) => transport!.accept(socket, peer),
     });
     const gossip = await GossipHost.start({
