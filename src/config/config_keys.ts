@@ -149,6 +149,24 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     defaultText: "(none)",
     doc: "base64 keys accepted for gossip; the first encrypts unless gossip-key is set",
   },
+  {
+    name: "gossip-key-file",
+    kind: "file",
+    defaultText: "(none)",
+    doc: "file holding the base64 gossip key (instead of gossip-key: keeps it out of argv)",
+  },
+  {
+    name: "gossip-insecure",
+    kind: "bool",
+    defaultText: "false",
+    doc: "allow unauthenticated gossip with TLS on (anyone reaching bind-addr can forge members)",
+  },
+  {
+    name: "gossip-max-members",
+    kind: "int",
+    defaultText: "1024",
+    doc: "most gossip members held; new ones beyond are ignored and counted",
+  },
   { name: "log-level", kind: "enum", defaultText: "info", doc: "debug, info, warn or error" },
   {
     name: "log-format",

@@ -76,6 +76,13 @@ export interface NodeConfig {
   readonly metricsPort: number;
   /** Gossip keys (32 bytes each); the first encrypts, all decrypt. Empty = plaintext gossip. */
   readonly gossipKeyring: readonly Uint8Array[];
+  /**
+   * Run gossip without a key although TLS is on (`gossip-insecure`). Default false: a node with
+   * TLS and no gossip key refuses to start, since anyone who can send it UDP could forge members.
+   */
+  readonly gossipInsecure: boolean;
+  /** Most gossip members held; new ones beyond are ignored and counted. Default 1024. */
+  readonly gossipMaxMembers: number;
   /** Minimum level logged. Default `info`. */
   readonly logLevel: LogLevel;
   /** Log line format. Default `auto`. */

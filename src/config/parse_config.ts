@@ -120,10 +120,21 @@ export async function parseConfig(
     throw new ConfigError("metrics-port", `must differ from rpc-port (${rpcPort})`);
   }
 
-  const gossipKeyring = keyring(
-    opt("gossip-key", (k, v) => toText(k, v)),
-    opt("gossip-keyring", toList) ?? [],
-  );
+  const gossipKeyFile = await existingFile("gossip-key-file");
+  let gossipKey = opt("gossip-key", (k, v) => toText(k, v));
+  let gossipKeyName = "gossip-key";
+  if (gossipKeyFile !== undefined) {
+    if (gossipKey !== undefined) {
+      throw new ConfigError("gossip-key-file", "cannot be combined with gossip-key");
+    }
+    gossipKey = (await Deno.readTextFile(gossipKeyFile)).trim();
+    gossipKeyName = "gossip-key-file";
+  }
+  const gossipKeyring = keyring(gossipKey, opt("gossip-keyring", toList) ?? [], gossipKeyName);
+  const gossipInsecure = bool("gossip-insecure");
+  if (gossipInsecure && gossipKeyring.length > 0) {
+    throw new ConfigError("gossip-insecure", "cannot be combined with a gossip key");
+  }
 
   const raftElectionTicks = int("raft-election-ticks", 2, 1000, 6);
   const raftHeartbeatTicks = int("raft-heartbeat-ticks", 1, 1000, 1);
@@ -157,6 +168,8 @@ export async function parseConfig(
     tls,
     metricsPort,
     gossipKeyring,
+    gossipInsecure,
+    gossipMaxMembers: int("gossip-max-members", 2, 1_000_000, 1024),
     logLevel: opt("log-level", (k, v) => toChoice(k, v, LOG_LEVELS)) ?? "info",
     logFormat: opt("log-format", (k, v) => toChoice(k, v, LOG_FORMATS)) ?? "auto",
     maxKeyBytes,
@@ -366,11 +379,15 @@ async function mustHoldKey(key: string, path: string): Promise<void> {
   }
 }
 
-function keyring(primary: string | undefined, rest: readonly string[]): readonly Uint8Array[] {
+function keyring(
+  primary: string | undefined,
+  rest: readonly string[],
+  primaryKey = "gossip-key",
+): readonly Uint8Array[] {
   const texts = primary === undefined ? [...rest] : [primary, ...rest.filter((k) => k !== primary)];
   return Object.freeze(
     texts.map((text) =>
-      toKeyBytes(text === primary ? "gossip-key" : "gossip-keyring", text, GOSSIP_KEY_BYTES)
+      toKeyBytes(text === primary ? primaryKey : "gossip-keyring", text, GOSSIP_KEY_BYTES)
     ),
   );
 }

@@ -123,8 +123,27 @@ function sampler(node: MokvNode, metrics: NodeMetrics): () => void {
     addGrowth("auth", g.authFailures, (d) => {
       metrics.gossipPacketFailuresTotal.inc({ reason: "auth" }, d);
     });
-    for (const [peer, p] of Object.entries(node.host.transport.stats().peers)) {
+    // Hostile or broken input the gossip host refused, one reason each.
+    const refused: [string, number][] = [
+      ["replay", g.replays],
+      ["oversized", g.oversized],
+      ["member_limit", g.membersRejected],
+      ["incarnation", g.staleOrForgedUpdates],
+      ["unproven_source", g.unprovenRequests],
+    ];
+    for (const [reason, total] of refused) {
+      addGrowth(reason, total, (d) => metrics.gossipPacketFailuresTotal.inc({ reason }, d));
+    }
+    const peers = node.host.transport.stats().peers;
+    for (const [peer, p] of Object.entries(peers)) {
       addGrowth(`peer:${peer}`, p.errors, (d) => metrics.transportErrorsTotal.inc({ peer }, d));
+    }
+    // A peer the transport forgot (a member gone for good) takes its label with it.
+    for (const key of lastTotals.keys()) {
+      const peer = key.startsWith("peer:") ? key.slice(5) : undefined;
+      if (peer === undefined || Object.hasOwn(peers, peer)) continue;
+      lastTotals.delete(key);
+      metrics.transportErrorsTotal.remove({ peer });
     }
   };
 }
@@ -148,6 +167,10 @@ export async function runAgent(args: readonly string[]): Promise<number> {
   try {
     node = await MokvNode.start(config, instrument(metrics, config.nodeName));
   } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`mokv: ${err.message}`);
+      return 2;
+    }
     log.error("start-up failed", { error: err instanceof Error ? err.message : String(err) });
     console.error(`mokv: cannot start: ${err instanceof Error ? err.message : err}`);
     return 1;

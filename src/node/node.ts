@@ -6,7 +6,7 @@
  */
 import type { Duplex } from "node:stream";
 import type * as grpc from "@grpc/grpc-js";
-import { InvalidArgumentError, UnavailableError } from "../errors.ts";
+import { ConfigError, InvalidArgumentError, UnavailableError } from "../errors.ts";
 import type { NodeConfig } from "../config/mod.ts";
 import { type Command, type CommandResult, encodeCommand, KvStateMachine } from "../kv/mod.ts";
 import { GossipHost, type MemberEvent } from "../membership/mod.ts";
@@ -79,6 +79,7 @@ export class MokvNode implements KvBackend {
 
   /** Starts every part of a node from a validated configuration. */
   static async start(config: NodeConfig, hooks: NodeHooks = {}): Promise<MokvNode> {
+    requireGossipAuth(config);
     const fsm = new KvStateMachine();
     const storage = await RaftStorage.open(`${config.dataDir}/raft.kv`);
     const tls = config.tls.mode === "mutual" ? config.tls : undefined;
@@ -174,6 +175,7 @@ export class MokvNode implements KvBackend {
       seeds: config.startJoinAddrs.map((a) => `${a.host}:${a.port}`),
       keys: config.gossipKeyring.length > 0 ? config.gossipKeyring : undefined,
       tickMs: config.gossipTickMs,
+      maxMembers: config.gossipMaxMembers,
       onEvent: (e) => ref.node?.onGossipEvent(e),
     });
     const node = new MokvNode(
@@ -519,6 +521,22 @@ export class MokvNode implements KvBackend {
     await this.gossip.close();
     this.storage.close();
   }
+}
+
+/**
+ * Refuses a configuration that runs TLS with unauthenticated gossip unless `gossip-insecure`
+ * says so: without a key, anyone who can send UDP to `bind-addr` can make up members, mark real
+ * ones failed or left and steer `bootstrap-expect`. Throws {@link ConfigError} naming
+ * `gossip-key`.
+ */
+export function requireGossipAuth(config: NodeConfig): void {
+  if (config.tls.mode !== "mutual" || config.gossipKeyring.length > 0 || config.gossipInsecure) {
+    return;
+  }
+  throw new ConfigError(
+    "gossip-key",
+    "required with TLS (or gossip-key-file; `deno task gencert` writes one): without it anyone who can reach bind-addr can forge gossip; set gossip-insecure: true to run without",
+  );
 }
 
 /** Members the leader checks over the peer transport at the same time. */
