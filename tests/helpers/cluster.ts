@@ -11,6 +11,7 @@ import type {
   AdminClient as AdminClientType,
   KvClient as KvClientType,
 } from "../../src/api/messages.ts";
+import { formatGossipKey, generateGossipKey } from "../../src/membership/mod.ts";
 import { makeTestCerts, type TestCerts } from "./certs.ts";
 import { reservePort } from "./ports.ts";
 
@@ -79,6 +80,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
   const size = opts.size ?? 3;
   const tls = opts.tls ?? true;
   const certs = await makeTestCerts();
+  const gossipKey = formatGossipKey(generateGossipKey());
   const root = await Deno.makeTempDir({ prefix: "mokv-cluster-" });
   const nodes: TestNode[] = [];
   const ports: { rpc: number; gossip: number; metrics: number }[] = [];
@@ -125,6 +127,17 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<TestClust
         "--acl-policy-file",
         certs.policy,
       );
+      // With TLS a node refuses unauthenticated gossip: one key per cluster, unless the test
+      // brings its own gossip flags.
+      const gossipFlags = [
+        "--gossip-key",
+        "--gossip-key-file",
+        "--gossip-keyring",
+        "--gossip-insecure",
+      ];
+      if (!(opts.extraArgs ?? []).some((a) => gossipFlags.includes(a))) {
+        args.push("--gossip-key", gossipKey);
+      }
     } else {
       args.push("--insecure", "true");
     }
