@@ -450,3 +450,18 @@ Deno.test("quota-bytes: documented 2 GiB default, a positive integer", async () 
     assertEquals(err.key, "quota-bytes", `key for ${bad}`);
   }
 });
+
+Deno.test("max-connections and max-pending-handshakes: documented defaults, flags reach the config", async () => {
+  const base = ["--insecure", "--node-name", "n1"];
+  const cfg = await parseConfig(base, ENV);
+  assertEquals([cfg.maxConnections, cfg.maxPendingHandshakes], [4096, 256], "defaults");
+  const set = await parseConfig(
+    [...base, "--max-connections", "100", "--max-pending-handshakes", "10"],
+    ENV,
+  );
+  assertEquals([set.maxConnections, set.maxPendingHandshakes], [100, 10], "flags");
+  for (const key of ["max-connections", "max-pending-handshakes"]) {
+    const err = await configError(() => parseConfig([...base, `--${key}`, "0"], ENV));
+    assertEquals(err.key, key, `key for ${key} 0`);
+  }
+});
