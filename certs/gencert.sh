@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes the mokv certificate authority, the server certificate and the client certificates
-# (CN "root" and CN "nobody") with cfssl, and copies the Casbin model and policy next to them.
+# (CN "root" and CN "nobody") with cfssl, writes a random gossip key (gossip.key, base64 of 32
+# bytes, read by the example configs through gossip-key-file), and copies the Casbin model and
+# policy next to them.
 #
 #   usage: certs/gencert.sh [--force]
 #
@@ -71,6 +73,14 @@ sign server server "${script_dir}/server-csr.json"
 sign root-client client "${script_dir}/client-csr.json" -cn=root
 sign nobody-client client "${script_dir}/client-csr.json" -cn=nobody
 
+# The shared gossip key: with TLS on, a node refuses to start without one (or gossip-insecure).
+gossip_key="${out_dir}/gossip.key"
+if [[ ${force} -eq 1 || ! -s "${gossip_key}" ]]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 >"${gossip_key}")
+  chmod 0600 "${gossip_key}"
+  echo "gencert: made gossip key ${gossip_key}"
+fi
+
 for file in model.conf policy.csv; do
   if [[ ${force} -eq 1 || ! -e "${out_dir}/${file}" ]]; then
     cp "${script_dir}/${file}" "${out_dir}/${file}"
@@ -78,4 +88,4 @@ for file in model.conf policy.csv; do
   fi
 done
 
-echo "gencert: certificates, model.conf and policy.csv are in ${out_dir}"
+echo "gencert: certificates, gossip.key, model.conf and policy.csv are in ${out_dir}"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Starts the local three-node example cluster (example/config*.yaml) with mutual TLS.
-# Makes the certificates on first run (deno task gencert -> $HOME/.mokv). Ctrl-C stops all.
+# Makes the certificates and the gossip key on first run (deno task gencert -> $HOME/.mokv).
+# Ctrl-C stops all.
 # Uses ./mokv when it has been built (deno task compile), else runs main.ts with Deno.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG_DIR="${MOKV_CONFIG_DIR:-$HOME/.mokv}"
-if [[ ! -f "$CONFIG_DIR/server.pem" || ! -f "$CONFIG_DIR/root-client.pem" ]]; then
-  echo "making certificates in $CONFIG_DIR"
+if [[ ! -f "$CONFIG_DIR/server.pem" || ! -f "$CONFIG_DIR/root-client.pem" ||
+  ! -f "$CONFIG_DIR/gossip.key" ]]; then
+  echo "making certificates and the gossip key in $CONFIG_DIR"
   bash certs/gencert.sh
 fi
 if [[ -x ./mokv ]]; then

@@ -10,6 +10,8 @@ import { flagValue, repoPath, runScript, type ScriptResult } from "./_scripts.ts
 const SCRIPT = repoPath("deploy/mokv/files/entrypoint.sh");
 const GOSSIP_KEY = btoa(String.fromCharCode(...new Uint8Array(32).map((_, i) => i * 7)));
 const NAMESPACE = "testns";
+/** Where the StatefulSet mounts the gossip key from the Secret. */
+const GOSSIP_KEY_FILE = "/etc/mokv/gossip/gossip.key";
 
 /** The environment the StatefulSet gives pod `pod` (see templates/statefulset.yaml). */
 function podEnv(pod: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -22,7 +24,7 @@ function podEnv(pod: string, extra: Record<string, string> = {}): Record<string,
     MOKV_GOSSIP_PORT: "8401",
     MOKV_DATA_DIR: "/var/lib/mokv",
     MOKV_CONFIG_FILE: "/etc/mokv/config/config.yaml",
-    MOKV_GOSSIP_KEY: GOSSIP_KEY,
+    MOKV_GOSSIP_KEY_FILE: GOSSIP_KEY_FILE,
     MOKV_DRY_RUN: "1",
     ...extra,
   };
@@ -48,7 +50,8 @@ Deno.test("every pod gets the same join list and bootstrap-expect, and its own n
     assertEquals(flagValue(args, "bind-addr"), "0.0.0.0:8401", `${pod} gossip bind address`);
     assertEquals(flagValue(args, "data-dir"), "/var/lib/mokv", `${pod} data dir`);
     assertEquals(flagValue(args, "config-file"), "/etc/mokv/config/config.yaml", `${pod} config`);
-    assertEquals(flagValue(args, "gossip-key"), GOSSIP_KEY, `${pod} gossip key`);
+    assertEquals(flagValue(args, "gossip-key-file"), GOSSIP_KEY_FILE, `${pod} gossip key file`);
+    assertEquals(flagValue(args, "gossip-key"), undefined, `${pod}: no key in argv`);
     assert_(!args.includes("--bootstrap"), "bootstrap-expect pods never use bootstrap: true");
   }
 });
@@ -73,7 +76,13 @@ Deno.test("the node's own parser accepts the command line and reads the pod's id
       configFile,
       "rpc-port: 8400\nmetrics-port: 4000\ninsecure: true\nlog-level: info\nlog-format: json\n",
     );
-    const args = await dryRun("mokv-2", { MOKV_CONFIG_FILE: configFile, MOKV_DATA_DIR: dir });
+    const keyFile = `${dir}/gossip.key`;
+    await Deno.writeTextFile(keyFile, `${GOSSIP_KEY}\n`);
+    const args = await dryRun("mokv-2", {
+      MOKV_CONFIG_FILE: configFile,
+      MOKV_DATA_DIR: dir,
+      MOKV_GOSSIP_KEY_FILE: keyFile,
+    });
     const config = await parseConfig(args.slice(1), { HOME: dir });
     assertEquals(config.nodeName, "mokv-2");
     assertEquals(config.advertiseAddr, fqdn("mokv-2"));
@@ -101,7 +110,7 @@ Deno.test("cluster domain, gossip port, expect and the gossip key follow the env
     MOKV_CLUSTER_DOMAIN: "example.internal",
     MOKV_GOSSIP_PORT: "9401",
     MOKV_BOOTSTRAP_EXPECT: "5",
-    MOKV_GOSSIP_KEY: "",
+    MOKV_GOSSIP_KEY_FILE: "",
   });
   const seeds = [0, 1, 2, 3, 4].map((i) =>
     `store-${i}.store.${NAMESPACE}.svc.example.internal:9401`
@@ -114,6 +123,25 @@ Deno.test("cluster domain, gossip port, expect and the gossip key follow the env
   );
   assertEquals(flagValue(args, "bind-addr"), "0.0.0.0:9401");
   assertEquals(flagValue(args, "gossip-key"), undefined, "no key, no --gossip-key");
+  assertEquals(flagValue(args, "gossip-key-file"), undefined, "no key, no --gossip-key-file");
+});
+
+Deno.test("a gossip key given as MOKV_GOSSIP_KEY goes to a private file, never into argv", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mokv_entrypoint_" });
+  try {
+    const args = await dryRun("mokv-1", {
+      MOKV_GOSSIP_KEY_FILE: "",
+      MOKV_GOSSIP_KEY: GOSSIP_KEY,
+      TMPDIR: dir,
+    });
+    assert_(!args.some((a) => a.includes(GOSSIP_KEY)), "the key is not in argv");
+    const keyFile = flagValue(args, "gossip-key-file");
+    assertEquals(keyFile, `${dir}/mokv-gossip.key`);
+    assertEquals((await Deno.readTextFile(keyFile!)).trim(), GOSSIP_KEY);
+    assertEquals((await Deno.stat(keyFile!)).mode! & 0o077, 0, "readable by the owner only");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("without dry-run the script execs the executable with the same arguments", async () => {

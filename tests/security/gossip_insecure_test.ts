@@ -7,7 +7,7 @@ import { assert_, assertEquals } from "../helpers/assert.ts";
 import { makeTestCerts, type TestCerts } from "../helpers/certs.ts";
 import { parseConfig } from "../../src/config/mod.ts";
 import { ConfigError } from "../../src/errors.ts";
-import { formatGossipKey, generateGossipKey } from "../../src/membership/mod.ts";
+import { formatGossipKey, generateGossipKey, parseGossipKey } from "../../src/membership/mod.ts";
 import { MokvNode, requireGossipAuth } from "../../src/node/node.ts";
 import { runAgent } from "../../src/node/agent.ts";
 
@@ -107,5 +107,30 @@ Deno.test("gossip-insecure: the agent exits 2 with one line naming gossip-key", 
   } finally {
     console.error = original;
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gossip-insecure: deno task gencert writes a gossip key the example configs use", async () => {
+  const home = await Deno.makeTempDir({ prefix: "mokv-gencert-home-" });
+  try {
+    const repo = new URL("../../", import.meta.url).pathname;
+    const run = await new Deno.Command("bash", {
+      args: [`${repo}certs/gencert.sh`],
+      env: { HOME: home, MOKV_CONFIG_DIR: `${home}/.mokv` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(run.code, 0, new TextDecoder().decode(run.stderr));
+    const keyFile = `${home}/.mokv/gossip.key`;
+    parseGossipKey(await Deno.readTextFile(keyFile));
+    assertEquals((await Deno.stat(keyFile)).mode! & 0o077, 0, "readable by the owner only");
+    for (const name of ["config.yaml", "config2.yaml", "config3.yaml"]) {
+      const cfg = await parseConfig(["--config-file", `${repo}example/${name}`], { HOME: home });
+      assertEquals(cfg.tls.mode, "mutual", name);
+      assertEquals(cfg.gossipKeyring.length, 1, `${name} reads the gossip key`);
+      requireGossipAuth(cfg);
+    }
+  } finally {
+    await Deno.remove(home, { recursive: true });
   }
 });

@@ -9,7 +9,9 @@
 #   --data-dir          $MOKV_DATA_DIR
 #   --start-join-addrs  the stable gossip addresses of pods 0..$MOKV_BOOTSTRAP_EXPECT-1
 #   --bootstrap-expect  $MOKV_BOOTSTRAP_EXPECT
-#   --gossip-key        $MOKV_GOSSIP_KEY (only when set)
+#   --gossip-key-file   $MOKV_GOSSIP_KEY_FILE, or a private copy of $MOKV_GOSSIP_KEY under
+#                       ${TMPDIR:-/tmp} (only when set): the key itself never goes in argv,
+#                       where any process on the host could read it
 #
 # The join list and bootstrap-expect are the same on every pod, so the first pods form one
 # cluster together in any order; a node that already has Raft state never bootstraps again,
@@ -18,7 +20,7 @@
 # Environment (required): HOSTNAME, MOKV_NAMESPACE, MOKV_SERVICE, MOKV_BOOTSTRAP_EXPECT.
 # Optional: MOKV_CLUSTER_DOMAIN (cluster.local), MOKV_GOSSIP_PORT (8401),
 # MOKV_DATA_DIR (/var/lib/mokv), MOKV_CONFIG_FILE (/etc/mokv/config/config.yaml),
-# MOKV_BIN (mokv), MOKV_GOSSIP_KEY, MOKV_DRY_RUN (1: print the command, one argument per
+# MOKV_BIN (mokv), MOKV_GOSSIP_KEY_FILE, MOKV_GOSSIP_KEY, MOKV_DRY_RUN (1: print the command, one argument per
 # line, and exit 0 instead of running it).
 set -euo pipefail
 
@@ -75,8 +77,12 @@ cmd+=(
   --start-join-addrs "${join}"
   --bootstrap-expect "${expect}"
 )
-if [[ -n "${MOKV_GOSSIP_KEY:-}" ]]; then
-  cmd+=(--gossip-key "${MOKV_GOSSIP_KEY}")
+if [[ -n "${MOKV_GOSSIP_KEY_FILE:-}" ]]; then
+  cmd+=(--gossip-key-file "${MOKV_GOSSIP_KEY_FILE}")
+elif [[ -n "${MOKV_GOSSIP_KEY:-}" ]]; then
+  key_file="${TMPDIR:-/tmp}/mokv-gossip.key"
+  (umask 077 && printf '%s\n' "${MOKV_GOSSIP_KEY}" >"${key_file}")
+  cmd+=(--gossip-key-file "${key_file}")
 fi
 
 if [[ "${MOKV_DRY_RUN:-0}" == "1" ]]; then
