@@ -29,7 +29,12 @@ import { createGrpcServer } from "../server/grpc_server.ts";
 import type { RequestInfo } from "../server/kv_service.ts";
 import { dialRaft, listenPort } from "../server/port.ts";
 import { Authorizer } from "../server/auth.ts";
-import { expectedBootstrapConfig, nextReconcileAction, type ReconcileMember } from "./reconcile.ts";
+import {
+  expectedBootstrapConfig,
+  nextReconcileAction,
+  type ReconcileMember,
+  verificationsToStart,
+} from "./reconcile.ts";
 
 /** Extra wiring a caller (main, tests) may add; all optional. */
 export interface NodeHooks extends ReplicationHooks {
@@ -399,9 +404,15 @@ export class MokvNode implements KvBackend {
     for (const [id, at] of this.verifyFailedAt) {
       if (now - at >= VERIFY_RETRY_MS) this.verifyFailedAt.delete(id);
     }
-    for (const id of ids) {
-      if (this.verifying.size >= MAX_CONCURRENT_VERIFICATIONS) return;
-      if (this.verifying.has(id) || this.verifyFailedAt.has(id)) continue;
+    const start = verificationsToStart({
+      candidates: ids,
+      inFlight: this.verifying,
+      failedAtMs: this.verifyFailedAt,
+      nowMs: now,
+      maxConcurrent: MAX_CONCURRENT_VERIFICATIONS,
+      retryMs: VERIFY_RETRY_MS,
+    });
+    for (const id of start) {
       const addr = this.gossip.members().find((m) => m.name === id)?.rpcAddr;
       if (!addr) continue;
       this.verifying.add(id);

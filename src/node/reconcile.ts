@@ -94,6 +94,40 @@ export function nextReconcileAction(
   return { verify };
 }
 
+/** What {@link verificationsToStart} decides from. */
+export interface VerifyInput {
+  /** Members waiting to be checked over the peer transport, in the reconciler's order. */
+  readonly candidates: readonly NodeId[];
+  /** Members being checked now. */
+  readonly inFlight: ReadonlySet<NodeId>;
+  /** When each member's last check failed (ms, the caller's clock). */
+  readonly failedAtMs: ReadonlyMap<NodeId, number>;
+  readonly nowMs: number;
+  /** Most checks in flight at once. */
+  readonly maxConcurrent: number;
+  /** A member whose check failed is not checked again for this long, in ms. */
+  readonly retryMs: number;
+}
+
+/**
+ * The members to start checking now: never more than `maxConcurrent` in flight, none twice
+ * at once, none whose last check failed less than `retryMs` ago. So members made up by gossip
+ * cost a bounded number of dials and never hold up the change the reconciler decided.
+ */
+export function verificationsToStart(input: VerifyInput): NodeId[] {
+  const out: NodeId[] = [];
+  let inFlight = input.inFlight.size;
+  for (const id of input.candidates) {
+    if (inFlight >= input.maxConcurrent) break;
+    if (input.inFlight.has(id) || out.includes(id)) continue;
+    const failedAt = input.failedAtMs.get(id);
+    if (failedAt !== undefined && input.nowMs - failedAt < input.retryMs) continue;
+    out.push(id);
+    inFlight++;
+  }
+  return out;
+}
+
 /**
  * The configuration `bootstrap-expect` nodes agree on: the first `expect` alive members with
  * an RPC address, in natural name order (mokv-2 before mokv-10). Undefined until enough are

@@ -5,6 +5,7 @@ import {
   nextReconcileAction,
   type ReconcileInput,
   type ReconcileMember,
+  verificationsToStart,
 } from "../../src/node/reconcile.ts";
 
 const alive = (name: string, extra: Partial<ReconcileMember> = {}): ReconcileMember => ({
@@ -103,4 +104,33 @@ Deno.test("bootstrap-expect: never beside a member that holds Raft state (lost v
     alive("mokv-2", { hasState: true }),
   ];
   assertEquals(expectedBootstrapConfig("mokv-0", members, 3), undefined);
+});
+
+Deno.test("reconcile: member checks are bounded in flight and back off after a failure", () => {
+  const fakes = Array.from({ length: 1000 }, (_, i) => `fake-${i}`);
+  const base = {
+    candidates: fakes,
+    inFlight: new Set<string>(),
+    failedAtMs: new Map<string, number>(),
+    nowMs: 100_000,
+    maxConcurrent: 4,
+    retryMs: 10_000,
+  };
+  assertEquals(verificationsToStart(base), fakes.slice(0, 4), "a thousand fakes: four dials");
+  assertEquals(
+    verificationsToStart({ ...base, inFlight: new Set(fakes.slice(0, 3)) }),
+    ["fake-3"],
+    "three in flight: one more",
+  );
+  const failed = new Map(fakes.slice(0, 999).map((id) => [id, 95_000]));
+  assertEquals(
+    verificationsToStart({ ...base, candidates: [...fakes, "real"], failedAtMs: failed }),
+    ["fake-999", "real"],
+    "failed ones wait; a real member is checked at once",
+  );
+  assertEquals(
+    verificationsToStart({ ...base, failedAtMs: failed, nowMs: 106_000 }).length,
+    4,
+    "after the backoff they are tried again, still four at a time",
+  );
 });
