@@ -47,6 +47,33 @@ export interface StorageOptions {
    * operation rejects and the storage refuses further writes until it is reopened.
    */
   readonly afterCommit?: (commitNumber: number) => void;
+  /**
+   * Test knob: mutations per atomic commit, at most (default and ceiling: Deno KV's 1000).
+   * The simulator sets it low so that ordinary batches span several commits and a crash
+   * can tear them.
+   */
+  readonly maxCommitMutations?: number;
+}
+
+/**
+ * The part of `Deno.Kv` the storage uses (a `Deno.Kv` is one); the simulator brings an
+ * in-memory file whose commits complete on its virtual clock.
+ */
+export interface KvFile {
+  get(key: Deno.KvKey): Promise<{ readonly value: unknown }>;
+  list(
+    selector: { readonly prefix: Deno.KvKey },
+    options?: { readonly batchSize?: number },
+  ): AsyncIterable<{ readonly key: Deno.KvKey; readonly value: unknown }>;
+  atomic(): KvAtomic;
+  close(): void;
+}
+
+/** One atomic commit being built on a {@link KvFile}. */
+export interface KvAtomic {
+  set(key: Deno.KvKey, value: Uint8Array): unknown;
+  delete(key: Deno.KvKey): unknown;
+  commit(): Promise<{ readonly ok: boolean }>;
 }
 
 /** Figures for metrics. */
@@ -142,8 +169,9 @@ function asBytes(v: unknown, key: Deno.KvKey): Uint8Array {
  * serialized; each resolves once durable.
  */
 export class RaftStorage implements LogStore {
-  readonly #kv: Deno.Kv;
+  readonly #kv: KvFile;
   readonly #options: StorageOptions;
+  readonly #maxCommitMutations: number;
   readonly #writer = new ByteWriter(64 * 1024);
   #loaded = false;
   #broken: Error | undefined;
@@ -160,9 +188,18 @@ export class RaftStorage implements LogStore {
   #bytesWritten = 0;
   #entriesWritten = 0;
 
-  private constructor(kv: Deno.Kv, options: StorageOptions) {
+  private constructor(kv: KvFile, options: StorageOptions) {
     this.#kv = kv;
     this.#options = options;
+    this.#maxCommitMutations = Math.max(
+      1,
+      Math.min(MAX_COMMIT_MUTATIONS, options.maxCommitMutations ?? MAX_COMMIT_MUTATIONS),
+    );
+  }
+
+  /** Storage on an already open file (the simulator's in-memory one, for instance). */
+  static over(kv: KvFile, options: StorageOptions = {}): RaftStorage {
+    return new RaftStorage(kv, options);
   }
 
   /** Opens (creating if needed, parent directory included) the Deno KV file at `path`. */
@@ -540,7 +577,9 @@ export class RaftStorage implements LogStore {
     let valueBytes = 0;
     for (const m of stream) {
       const size = KEY_BYTES + (m.value?.length ?? 0);
-      if (count > 0 && (count + 1 > MAX_COMMIT_MUTATIONS || bytes + size > MAX_COMMIT_BYTES)) {
+      if (
+        count > 0 && (count + 1 > this.#maxCommitMutations || bytes + size > MAX_COMMIT_BYTES)
+      ) {
         await this.#commit(op, valueBytes);
         op = this.#kv.atomic();
         count = 0;
@@ -559,7 +598,7 @@ export class RaftStorage implements LogStore {
     if (count > 0) await this.#commit(op, valueBytes);
   }
 
-  async #commit(op: Deno.AtomicOperation, valueBytes: number): Promise<void> {
+  async #commit(op: KvAtomic, valueBytes: number): Promise<void> {
     const start = performance.now();
     const res = await op.commit();
     if (!res.ok) throw new StorageError("Deno KV refused an unconditional commit");

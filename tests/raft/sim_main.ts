@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { DEFAULT_STEPS, runSimulation, SimulationFailure } from "./sim/mod.ts";
 
-function main(args: string[]): number {
+async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
@@ -27,14 +27,14 @@ function main(args: string[]): number {
     const seed = Number(values.seed);
     const nodes = Number(values.nodes ?? 3);
     try {
-      const report = runSimulation({
+      const report = await runSimulation({
         seed,
         nodes,
         steps,
         trace: values.verbose ? (line) => console.log(line) : undefined,
       });
       console.log(
-        `seed ${seed} (${nodes} nodes): ok in ${report.ticks} ticks (liveness ${report.livenessTicks}) ${
+        `seed ${seed} (${nodes} nodes): ok in ${report.virtualMs} virtual ms (liveness ${report.livenessMs}) ${
           JSON.stringify(report.stats)
         }`,
       );
@@ -54,7 +54,7 @@ function main(args: string[]): number {
     const seed = from + i;
     const nodes = values.nodes !== undefined ? Number(values.nodes) : i % 2 === 0 ? 3 : 5;
     try {
-      runSimulation({ seed, nodes, steps });
+      await runSimulation({ seed, nodes, steps });
       passed++;
     } catch (err) {
       if (!(err instanceof SimulationFailure)) throw err;
@@ -68,4 +68,4 @@ function main(args: string[]): number {
   return passed === count ? 0 : 1;
 }
 
-Deno.exit(main(Deno.args));
+Deno.exit(await main(Deno.args));

@@ -9,11 +9,11 @@ const SEEDS = 400;
 const BATCH = 50;
 
 for (let from = 1; from <= SEEDS; from += BATCH) {
-  Deno.test(`simulator: seeds ${from}..${from + BATCH - 1} keep Raft safe and live`, () => {
+  Deno.test(`simulator: seeds ${from}..${from + BATCH - 1} keep Raft safe and live`, async () => {
     const failures: string[] = [];
     for (let seed = from; seed < from + BATCH; seed++) {
       try {
-        runSimulation({ seed, nodes: seed % 2 === 1 ? 3 : 5 });
+        await runSimulation({ seed, nodes: seed % 2 === 1 ? 3 : 5 });
       } catch (err) {
         if (!(err instanceof SimulationFailure)) throw err;
         failures.push(err.message);
@@ -26,18 +26,18 @@ for (let from = 1; from <= SEEDS; from += BATCH) {
 }
 
 /** A run's full outcome as text: its report, or its failure message. */
-function outcome(seed: number): string {
+async function outcome(seed: number): Promise<string> {
   try {
-    return JSON.stringify(runSimulation({ seed, nodes: 5, steps: 300 }));
+    return JSON.stringify(await runSimulation({ seed, nodes: 5, steps: 300 }));
   } catch (err) {
     if (!(err instanceof SimulationFailure)) throw err;
     return err.message;
   }
 }
 
-Deno.test("simulator: a seed replays exactly", () => {
-  const a = outcome(7);
-  const b = outcome(7);
+Deno.test("simulator: a seed replays exactly", async () => {
+  const a = await outcome(7);
+  const b = await outcome(7);
   if (a !== b) throw new Error(`same seed, different runs:\n${a}\n${b}`);
-  if (a === outcome(8)) throw new Error("different seeds should differ");
+  if (a === await outcome(8)) throw new Error("different seeds should differ");
 });

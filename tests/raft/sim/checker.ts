@@ -9,6 +9,9 @@
  *    and a restored snapshot equals the state of that sequence's prefix;
  * 4. durability of acknowledged writes;
  * 5. linearizable reads.
+ *
+ * What entries mean is pluggable ({@link EntryModel}): by default they carry the scenario
+ * harness's JSON writes; the host simulator plugs in a model of the real KV commands.
  */
 import type { Entry, NodeId } from "../../../src/raft/types.ts";
 import type { LogView } from "./disk.ts";
@@ -20,6 +23,18 @@ export class InvariantViolation extends Error {
     super(`${property}: ${detail}`);
     this.name = "InvariantViolation";
   }
+}
+
+/** What the payload of normal entries means, for the state checks. */
+export interface EntryModel {
+  /** A lossless text of a normal entry's payload (part of its fingerprint). */
+  describe(entry: Entry): string;
+  /** The common applied sequence grew by `entry`. */
+  applied(entry: Entry): void;
+  /** The value of `key` after the common sequence up to `index` (undefined: absent). */
+  valueAt(key: string, index: number): string | undefined;
+  /** Every key ever written. */
+  keys(): Iterable<string>;
 }
 
 interface LogSlot {
@@ -69,6 +84,16 @@ export class SafetyChecker {
   #ackFrontier = 0;
   #readFrontier = 0;
   #invokedFrontier = new Map<number, number>();
+  readonly #model: EntryModel | undefined;
+
+  constructor(model?: EntryModel) {
+    this.#model = model;
+  }
+
+  #fingerprint(entry: Entry): string {
+    if (this.#model === undefined || entry.type !== "normal") return fingerprint(entry);
+    return `n|${entry.term}|${entry.index}|${this.#model.describe(entry)}`;
+  }
 
   /** Length of the common applied sequence. */
   get commonLength(): number {
@@ -121,7 +146,7 @@ export class SafetyChecker {
       return;
     }
     const entry = log.entryAt(index);
-    const have = entry ? fingerprint(entry) : "nothing";
+    const have = entry ? this.#fingerprint(entry) : "nothing";
     if (have !== fp) {
       throw new InvariantViolation(
         "leader completeness",
@@ -145,7 +170,7 @@ export class SafetyChecker {
     let prev = prevTerm;
     for (const entry of entries) {
       const key = `${entry.index}/${entry.term}`;
-      const fp = fingerprint(entry);
+      const fp = this.#fingerprint(entry);
       const slot = this.#slots.get(key);
       if (slot === undefined) {
         this.#slots.set(key, { fingerprint: fp, prevTerm: prev, node });
@@ -184,7 +209,7 @@ export class SafetyChecker {
    */
   committedObserved(node: NodeId, term: number, entries: readonly Entry[]): void {
     for (const entry of entries) {
-      const fp = fingerprint(entry);
+      const fp = this.#fingerprint(entry);
       const known = this.#committed.get(entry.index);
       if (known === undefined) {
         this.#committed.set(entry.index, fp);
@@ -234,7 +259,7 @@ export class SafetyChecker {
       );
     }
     this.#lastApplied.set(node, entry.index);
-    const fp = fingerprint(entry);
+    const fp = this.#fingerprint(entry);
     const common = this.#common[entry.index - 1];
     if (common !== undefined) {
       if (common.fingerprint !== fp) {
@@ -258,6 +283,11 @@ export class SafetyChecker {
         `${node} applied ${fp} at ${entry.index}, but ${known} was committed there`,
       );
     }
+    if (this.#model) {
+      this.#common.push({ fingerprint: fp, term: entry.term, op: undefined });
+      this.#model.applied(entry);
+      return;
+    }
     const op = opOf(entry);
     this.#common.push({ fingerprint: fp, term: entry.term, op });
     if (op) {
@@ -269,6 +299,7 @@ export class SafetyChecker {
 
   /** The value of `key` after the common sequence's prefix up to `index`. */
   valueAt(key: string, index: number): string | undefined {
+    if (this.#model) return this.#model.valueAt(key, index);
     const writes = this.#writesByKey.get(key);
     if (!writes) return undefined;
     let lo = 0;
@@ -287,7 +318,7 @@ export class SafetyChecker {
     state: ReadonlyMap<string, string>,
     what: string,
   ): void {
-    const keys = new Set([...state.keys(), ...this.#writesByKey.keys()]);
+    const keys = new Set([...state.keys(), ...(this.#model?.keys() ?? this.#writesByKey.keys())]);
     for (const key of keys) {
       const want = this.valueAt(key, index);
       const have = state.get(key);

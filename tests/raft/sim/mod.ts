@@ -1,7 +1,7 @@
 /**
- * The deterministic Raft simulator and its test harness: a seeded network, simulated hosts
- * with disks and a KV state machine, the safety checkers, a manually driven cluster for
- * scenario tests, and the whole-run simulation.
+ * The deterministic simulator and its test harness: the whole-run simulation of real
+ * replication hosts over a virtual clock, network and disk (host_sim.ts), the safety checkers
+ * and the KV model, and a manually driven core-only cluster for scenario tests.
  */
 export { assert, assertEquals, assertThrows } from "../../helpers/assert.ts";
 export { InvariantViolation, SafetyChecker, type ServedRead } from "./checker.ts";
@@ -15,7 +15,10 @@ export {
   KvStateMachine,
   opOf,
 } from "./kv_state_machine.ts";
-export { type NetworkFaults, NO_FAULTS, SimNetwork } from "./network.ts";
+export { CALM, type LinkFaults, SimNetwork, SimTransport } from "./sim_transport.ts";
+export { KvModel } from "./kv_model.ts";
+export { NodeClock, Scheduler } from "./scheduler.ts";
+export { SimDisk, SimKvFile } from "./sim_kv.ts";
 export {
   type ClientOutcomes,
   type CompletedRead,
@@ -30,4 +33,4 @@ export {
   type SimOptions,
   type SimReport,
   SimulationFailure,
-} from "./simulation.ts";
+} from "./host_sim.ts";

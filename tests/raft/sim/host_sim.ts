@@ -1,0 +1,918 @@
+/**
+ * The deterministic simulator of the real node: one 32-bit seed drives 3 or 5 real
+ * `ReplicationHost`s, each with the real `KvStateMachine` and the real `RaftStorage`, over a
+ * virtual clock ({@link Scheduler}), a simulated network ({@link SimNetwork}) and simulated
+ * disks ({@link SimKvFile}). Only the disk, the network and the clock are simulated.
+ *
+ * Faults: slow, reordered, duplicated and reset links, with delays up to several election
+ * timeouts; split, one-way and bridge partitions with frames held and flushed in a burst on
+ * reconnect; crashes at any time, also in the middle of a multi-commit save (torn batches);
+ * saves that fail (the loop stops and a supervisor restarts the node); slow disks; per-node
+ * clock skew and pauses; a node that loses its disk and rejoins under a new id; one-voter
+ * clusters with learners; membership changes (also right after an election), removals and
+ * leadership transfers through the host's API; snapshots every few entries. Clients write
+ * Set, Delete, Append and CompareAndSet with sessions (retrying with the same sequence
+ * number) and read linearizably on any node. The {@link SafetyChecker} with a {@link KvModel}
+ * checks every step; a run ends with a liveness phase (faults off, all restarted, a fresh
+ * write must reach every member).
+ */
+import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../../../src/errors.ts";
+import {
+  type Command,
+  type CommandResult,
+  encodeCommand,
+  KvStateMachine,
+} from "../../../src/kv/mod.ts";
+import type {
+  Config,
+  ConfigChange,
+  Entry,
+  HardState,
+  NodeId,
+  PersistedState,
+  Ready,
+  Snapshot,
+} from "../../../src/raft/mod.ts";
+import {
+  decodeResult,
+  encodeResult,
+  type LogStore,
+  RaftStorage,
+  ReplicationHost,
+  type StateMachine,
+} from "../../../src/replication/mod.ts";
+import { SeededRng } from "../../../src/rng.ts";
+import { InvariantViolation, SafetyChecker } from "./checker.ts";
+import { Disk } from "./disk.ts";
+import { KvModel, valueText } from "./kv_model.ts";
+import { NodeClock, Scheduler } from "./scheduler.ts";
+import { SimDisk, SimKvFile } from "./sim_kv.ts";
+import { CALM, type LinkFaults, SimNetwork } from "./sim_transport.ts";
+
+/** Virtual milliseconds per tick. */
+const TICK_MS = 10;
+const ELECTION_TICKS = 10;
+/** Fault-phase ticks of one run unless told otherwise. */
+export const DEFAULT_STEPS = 600;
+/** Ticks the liveness phase may take. */
+export const DEFAULT_LIVENESS_TICKS = 1000;
+const KEYS = ["a", "b", "c"];
+const CLIENTS = 4;
+const TRACE_LINES = 40;
+
+/** What to simulate. */
+export interface SimOptions {
+  /** Everything follows from this 32-bit seed. */
+  readonly seed: number;
+  /** Cluster size (3 or 5 in the standard runs). */
+  readonly nodes: number;
+  /** Ticks with faults before the liveness phase. Default {@link DEFAULT_STEPS}. */
+  readonly steps?: number;
+  /** Bound on the liveness phase, in ticks. Default {@link DEFAULT_LIVENESS_TICKS}. */
+  readonly livenessTicks?: number;
+  /** Receives every trace line (verbose replays). */
+  readonly trace?: (line: string) => void;
+}
+
+/** What a passing run did. */
+export interface SimReport {
+  readonly seed: number;
+  readonly nodes: number;
+  readonly steps: number;
+  /** Virtual milliseconds, liveness phase included. */
+  readonly virtualMs: number;
+  readonly livenessMs: number;
+  readonly stats: Readonly<Record<string, number>>;
+}
+
+/** A run broke a safety or liveness property; carries the command that replays it. */
+export class SimulationFailure extends Error {
+  constructor(
+    readonly seed: number,
+    readonly nodes: number,
+    readonly steps: number,
+    readonly atMs: number,
+    readonly command: string,
+    readonly trace: readonly string[],
+    cause: unknown,
+  ) {
+    const reason = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
+    super(
+      `seed ${seed} (${nodes} nodes) failed at ${atMs.toFixed(1)} ms: ${reason}\n` +
+        `  last events:\n${trace.map((l) => `    ${l}`).join("\n")}\n` +
+        `  replay: ${command}`,
+      { cause },
+    );
+    this.name = "SimulationFailure";
+  }
+}
+
+/** The command that replays one run exactly. */
+export function replayCommand(seed: number, nodes: number, steps: number): string {
+  const stepsFlag = steps === DEFAULT_STEPS ? "" : ` --steps ${steps}`;
+  return `deno task sim --seed ${seed} --nodes ${nodes}${stepsFlag}`;
+}
+
+/** Runs one seed; resolves with its report or rejects with {@link SimulationFailure}. */
+export function runSimulation(options: SimOptions): Promise<SimReport> {
+  return new HostSimulation(options).run();
+}
+
+interface SimNodeState {
+  readonly id: NodeId;
+  disk: SimDisk;
+  /** Bumped on every crash: late callbacks of an older incarnation are ignored. */
+  generation: number;
+  status: "down" | "starting" | "up";
+  host?: ReplicationHost<CommandResult>;
+  kv?: SimKvFile;
+  clock?: NodeClock;
+  fsm?: KvStateMachine;
+  mirror: Disk;
+  /** A leadership seen in a Ready, checked once that Ready's save is issued. */
+  pendingLeaderTerm?: number;
+  readonly skewRate: number;
+  readonly offsetMs: number;
+  slowDiskUntil: number;
+  /** The id was abandoned with its lost disk. */
+  gone: boolean;
+}
+
+interface Client {
+  readonly id: string;
+  seq: number;
+  busy: boolean;
+  /** Last version seen per key (for CompareAndSet). */
+  readonly versions: Map<string, number>;
+}
+
+class HostSimulation {
+  readonly #seed: number;
+  readonly #steps: number;
+  readonly #livenessTicks: number;
+  readonly #rng: SeededRng;
+  readonly #sched = new Scheduler();
+  readonly #net: SimNetwork;
+  readonly #model = new KvModel();
+  readonly #checker = new SafetyChecker(this.#model);
+  readonly #nodes = new Map<NodeId, SimNodeState>();
+  readonly #ids: NodeId[];
+  readonly #faults: LinkFaults;
+  readonly #heartbeatTicks: number;
+  readonly #snapshotEntries: number;
+  readonly #maxCommitMutations: number;
+  readonly #oneVoter: boolean;
+  readonly #failRate: number;
+  readonly #clients: Client[] = [];
+  readonly #traceSink: ((line: string) => void) | undefined;
+  readonly #trace: string[] = [];
+  #faultsOn = true;
+  #failure: unknown;
+  #nextReadId = 1;
+  #disksLost = 0;
+  readonly #stats: Record<string, number> = {
+    writes: 0,
+    acked: 0,
+    writeErrors: 0,
+    retries: 0,
+    reads: 0,
+    readsServed: 0,
+    crashes: 0,
+    crashesInSave: 0,
+    restarts: 0,
+    failedSaves: 0,
+    disksLost: 0,
+    partitions: 0,
+    pauses: 0,
+    slowDisks: 0,
+    configChanges: 0,
+    transfers: 0,
+  };
+
+  constructor(options: SimOptions) {
+    this.#seed = options.seed >>> 0;
+    this.#steps = options.steps ?? DEFAULT_STEPS;
+    this.#livenessTicks = options.livenessTicks ?? DEFAULT_LIVENESS_TICKS;
+    this.#traceSink = options.trace;
+    const rng = this.#rng = new SeededRng(this.#seed);
+    this.#ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
+    this.#heartbeatTicks = 1 + rng.int(3);
+    this.#snapshotEntries = 5 + rng.int(40);
+    this.#maxCommitMutations = rng.float() < 0.6 ? 2 + rng.int(10) : 1000;
+    this.#oneVoter = rng.float() < 0.25;
+    this.#failRate = rng.float() < 0.3 ? rng.float() * 0.002 : 0;
+    const electionMs = TICK_MS * ELECTION_TICKS;
+    this.#faults = {
+      baseDelayMs: 1 + rng.float() * 4,
+      slowRate: rng.float() * 0.05,
+      slowDelayMs: rng.float() * electionMs * 6,
+      reorderRate: rng.float() * 0.1,
+      duplicateRate: rng.float() * 0.04,
+      dropRate: rng.float() * 0.03,
+    };
+    this.#net = new SimNetwork(this.#sched, new SeededRng(rng.nextUint32()), this.#faults);
+    for (const id of this.#ids) this.#addNode(id);
+    for (let i = 0; i < CLIENTS; i++) {
+      this.#clients.push({ id: `c${i}`, seq: 1, busy: false, versions: new Map() });
+    }
+    this.#log(
+      `options heartbeatTicks ${this.#heartbeatTicks} snapshotEntries ${this.#snapshotEntries} maxCommitMutations ${this.#maxCommitMutations} oneVoter ${this.#oneVoter} failRate ${
+        this.#failRate.toFixed(4)
+      } faults ${JSON.stringify(this.#faults)}`,
+    );
+  }
+
+  #addNode(id: NodeId): SimNodeState {
+    const rng = this.#rng;
+    const node: SimNodeState = {
+      id,
+      disk: new SimDisk(),
+      generation: 0,
+      status: "down",
+      mirror: new Disk(),
+      skewRate: rng.float() < 0.5 ? 1 : 0.8 + rng.float() * 0.4,
+      offsetMs: rng.int(100_000),
+      slowDiskUntil: 0,
+      gone: false,
+    };
+    this.#nodes.set(id, node);
+    return node;
+  }
+
+  async run(): Promise<SimReport> {
+    try {
+      const voters = this.#oneVoter ? [this.#ids[0]] : this.#ids;
+      const config: Config = {
+        voters,
+        learners: [],
+        addresses: Object.fromEntries(voters.map((id) => [id, `${id}:1`])),
+      };
+      for (const node of this.#nodes.values()) {
+        this.#start(node, voters.includes(node.id) ? config : undefined);
+      }
+      const faultEnd = this.#steps * TICK_MS;
+      for (let t = TICK_MS; t <= faultEnd; t += TICK_MS) {
+        this.#sched.at(t, () => this.#guard(() => this.#step()));
+      }
+      await this.#sched.runUntil(faultEnd, () => this.#failure !== undefined);
+      this.#throwIfFailed();
+      const livenessMs = await this.#liveness();
+      this.#throwIfFailed();
+      return {
+        seed: this.#seed,
+        nodes: this.#ids.length,
+        steps: this.#steps,
+        virtualMs: this.#sched.now,
+        livenessMs,
+        stats: {
+          ...this.#stats,
+          leaders: this.#checker.leaders.size,
+          committed: this.#checker.commonLength,
+          duplicatesSkipped: this.#model.duplicates,
+          events: this.#sched.events,
+          ...this.#net.stats,
+        },
+      };
+    } catch (err) {
+      throw new SimulationFailure(
+        this.#seed,
+        this.#ids.length,
+        this.#steps,
+        this.#sched.now,
+        replayCommand(this.#seed, this.#ids.length, this.#steps),
+        this.#trace,
+        err,
+      );
+    }
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure !== undefined) throw this.#failure;
+  }
+
+  /** Runs `fn`, keeping the first failure (callbacks run outside the main loop). */
+  #guard(fn: () => void): void {
+    if (this.#failure !== undefined) return;
+    try {
+      fn();
+    } catch (err) {
+      this.#failure ??= err;
+    }
+  }
+
+  #log(line: string): void {
+    const text = `t=${this.#sched.now.toFixed(1)} ${line}`;
+    this.#trace.push(text);
+    if (this.#trace.length > TRACE_LINES) this.#trace.shift();
+    this.#traceSink?.(text);
+  }
+
+  // ---- nodes ---------------------------------------------------------------------------
+
+  #up(): SimNodeState[] {
+    return [...this.#nodes.values()].filter((n) => n.status === "up");
+  }
+
+  /** The up leader of the highest term, if any. */
+  #leader(): SimNodeState | undefined {
+    let best: SimNodeState | undefined;
+    let bestTerm = -1;
+    for (const n of this.#up()) {
+      const st = n.host!.status();
+      if (st.role === "leader" && st.term > bestTerm) {
+        best = n;
+        bestTerm = st.term;
+      }
+    }
+    return best;
+  }
+
+  /** The configuration of the most advanced up node. */
+  #config(): Config | undefined {
+    let best: { term: number; last: number; config: Config } | undefined;
+    for (const n of this.#up()) {
+      const st = n.host!.status();
+      if (!best || st.term > best.term || (st.term === best.term && st.lastIndex > best.last)) {
+        best = { term: st.term, last: st.lastIndex, config: st.config };
+      }
+    }
+    return best?.config;
+  }
+
+  /** How many more voters may go down now (at least one: a sole voter may crash too). */
+  #crashBudget(): number {
+    const config = this.#config();
+    if (!config) return 0;
+    const down = config.voters.filter((v) => this.#nodes.get(v)?.status !== "up").length;
+    return Math.max(1, Math.floor((config.voters.length - 1) / 2)) - down;
+  }
+
+  #start(node: SimNodeState, bootstrap?: Config): void {
+    const generation = ++node.generation;
+    node.status = "starting";
+    const clock = node.clock = new NodeClock(this.#sched, node.offsetMs, node.skewRate);
+    const kv = node.kv = new SimKvFile(node.disk, this.#sched, {
+      commitMs: () => this.#commitMs(node),
+      failCommit: () => this.#faultsOn && this.#rng.float() < this.#failRate,
+    });
+    const storage = RaftStorage.over(kv, { maxCommitMutations: this.#maxCommitMutations });
+    const fsm = node.fsm = new KvStateMachine();
+    const store = this.#recordingStore(node, storage, generation);
+    const observedFsm = this.#observedFsm(node, fsm);
+    const rngSeed = this.#rng.nextUint32();
+    const random = new SeededRng(rngSeed);
+    void ReplicationHost.open({
+      nodeId: node.id,
+      rpcAddr: `${node.id}:1`,
+      storage: store,
+      fsm: observedFsm,
+      results: { encode: encodeResult, decode: decodeResult },
+      transport: (handlers) => this.#net.attach(node.id, clock, handlers),
+      clock,
+      tickMs: TICK_MS,
+      electionTicks: ELECTION_TICKS,
+      heartbeatTicks: this.#heartbeatTicks,
+      snapshotEntries: this.#snapshotEntries,
+      requestTimeoutMs: 1000,
+      random: () => random.float(),
+      hooks: this.#hooks(node, generation),
+    }).then((host) =>
+      this.#guard(() => {
+        if (node.generation !== generation) return;
+        node.host = host;
+        node.status = "up";
+        for (const id of this.#nodes.keys()) host.setAddress(id, `${id}:1`);
+        host.onFatal((err) => this.#guard(() => this.#onFatal(node, generation, err)));
+        this.#checker.stateRestored(node.id, fsm.appliedIndex, stateOf(fsm));
+        host.start();
+        if (bootstrap && !host.hasState()) host.bootstrap(bootstrap);
+      }), (err) =>
+      this.#guard(() => {
+        if (node.generation !== generation) return;
+        if (kv.failed) {
+          // The injected I/O error hit load()'s cleanup: the supervisor tries again.
+          this.#crash(node, "failed to open");
+          this.#sched.after(50, () => this.#guard(() => this.#restart(node)));
+          return;
+        }
+        throw err;
+      }));
+  }
+
+  #commitMs(node: SimNodeState): number {
+    const rng = this.#rng;
+    if (this.#faultsOn && this.#sched.now < node.slowDiskUntil) return 30 + rng.float() * 300;
+    const ms = 0.2 + rng.float() * 2;
+    // A crash in the middle of a save (between or during the commits of one batch).
+    if (this.#faultsOn && rng.float() < 0.004 && this.#crashBudget() > 0) {
+      const generation = node.generation;
+      this.#sched.after(rng.float() * ms * 1.5, () =>
+        this.#guard(() => {
+          if (node.generation !== generation || node.status !== "up") return;
+          this.#stats.crashesInSave++;
+          this.#crash(node, "in the middle of a save");
+        }));
+    }
+    return ms;
+  }
+
+  #onFatal(node: SimNodeState, generation: number, err: Error): void {
+    if (node.generation !== generation) return;
+    if (node.kv?.failed) {
+      this.#stats.failedSaves++;
+      this.#log(`${node.id} stops after an injected I/O error; its supervisor restarts it`);
+      this.#crash(node, "fatal after an I/O error");
+      this.#sched.after(50 + this.#rng.float() * 150, () => this.#guard(() => this.#restart(node)));
+      return;
+    }
+    throw new InvariantViolation(
+      "liveness",
+      `${node.id}'s replication loop stopped: ${err.message}`,
+    );
+  }
+
+  #crash(node: SimNodeState, how: string): void {
+    if (node.status === "down") return;
+    node.generation++;
+    node.status = "down";
+    node.clock?.kill();
+    node.kv?.crash(this.#rng.float() < 0.5);
+    this.#net.detach(node.id);
+    this.#checker.nodeCrashed(node.id);
+    node.host = undefined;
+    node.pendingLeaderTerm = undefined;
+    this.#stats.crashes++;
+    this.#log(`crash ${node.id} (${how})`);
+  }
+
+  #restart(node: SimNodeState): void {
+    if (node.status !== "down" || node.gone) return;
+    this.#stats.restarts++;
+    this.#log(`restart ${node.id} from its disk`);
+    this.#start(node);
+  }
+
+  /**
+   * A voter whose permanent loss the cluster survives: every up node agrees on a committed
+   * configuration of at least three voters, and one more voter may go down. (A voter lost
+   * while a change is pending, or from two voters, leaves no quorum at all, in any Raft.)
+   */
+  #diskLossVictim(): SimNodeState | undefined {
+    const leader = this.#leader();
+    if (!leader || this.#crashBudget() <= 0) return undefined;
+    const st = leader.host!.status();
+    if (st.commit !== st.lastIndex || st.config.voters.length < 3) return undefined;
+    const same = JSON.stringify(st.config);
+    if (this.#up().some((n) => JSON.stringify(n.host!.status().config) !== same)) return undefined;
+    const candidates = this.#up().filter((n) => st.config.voters.includes(n.id));
+    return candidates.length > 0 ? pick(this.#rng, candidates) : undefined;
+  }
+
+  /** The node's disk is gone for good: it comes back empty under a new id. */
+  #loseDisk(node: SimNodeState): void {
+    this.#crash(node, "and loses its disk");
+    node.gone = true;
+    this.#disksLost++;
+    this.#stats.disksLost++;
+    const fresh = this.#addNode(`${node.id.split("-")[0]}-${this.#disksLost}`);
+    this.#log(`${fresh.id} starts empty in place of ${node.id}`);
+    for (const n of this.#up()) n.host!.setAddress(fresh.id, `${fresh.id}:1`);
+    this.#start(fresh);
+  }
+
+  #hooks(node: SimNodeState, generation: number) {
+    return {
+      onSoftState: (ss: { leader: string; role: string; term: number }) =>
+        this.#guard(() => {
+          if (node.generation !== generation) return;
+          this.#traceSink?.(
+            `t=${this.#sched.now.toFixed(1)} ${node.id} is ${ss.role} in term ${ss.term}`,
+          );
+          if (ss.role === "leader") {
+            node.pendingLeaderTerm = ss.term;
+            this.#log(`${node.id} leads term ${ss.term}`);
+            // Membership changes right after an election (the reconciler does this).
+            if (this.#faultsOn && this.#rng.float() < 0.3) {
+              this.#sched.after(0, () => this.#guard(() => this.#changeMembership(node)));
+            }
+          } else {
+            node.pendingLeaderTerm = undefined;
+            this.#checker.roleObserved(node.id, ss.term, false, node.mirror);
+          }
+        }),
+      onApply: (entries: readonly Entry[]) =>
+        this.#guard(() => {
+          if (node.generation !== generation || !node.host) return;
+          this.#checker.committedObserved(node.id, node.host.status().term, entries);
+          for (const e of entries) this.#checker.entryApplied(node.id, e);
+        }),
+    };
+  }
+
+  /** The real storage, with the checker watching what the host hands it. */
+  #recordingStore(node: SimNodeState, storage: RaftStorage, generation: number): LogStore {
+    const live = () => node.generation === generation;
+    return {
+      load: async (): Promise<PersistedState> => {
+        const state = await storage.load();
+        const mirror = new Disk();
+        mirror.hardState = state.hardState;
+        mirror.snapshot = state.snapshot;
+        mirror.entries = [...state.entries];
+        if (live()) node.mirror = mirror;
+        return state;
+      },
+      save: (batch: {
+        readonly hardState?: HardState;
+        readonly entries: readonly Entry[];
+        readonly snapshot?: Snapshot;
+      }): Promise<void> => {
+        const first = batch.entries[0]?.index ?? 0;
+        const prevTerm = first > 0 ? node.mirror.termAt(first - 1) ?? -1 : -1;
+        try {
+          node.mirror.persist(batch as Ready);
+        } catch {
+          // The real storage refuses it too; the loop's failure is what the checker sees.
+        }
+        if (live() && node.pendingLeaderTerm !== undefined && node.host) {
+          const term = node.pendingLeaderTerm;
+          node.pendingLeaderTerm = undefined;
+          this.#guard(() => this.#checker.roleObserved(node.id, term, true, node.mirror));
+        }
+        return storage.save(batch).then(() => {
+          if (live()) {
+            this.#guard(() => this.#checker.entriesStored(node.id, prevTerm, batch.entries));
+          }
+        });
+      },
+      saveSnapshot: (snapshot: Snapshot): Promise<void> => {
+        node.mirror.installSnapshot(snapshot);
+        return storage.saveSnapshot(snapshot);
+      },
+    };
+  }
+
+  /** The real state machine, with the checker told of every restore. */
+  #observedFsm(node: SimNodeState, fsm: KvStateMachine): StateMachine<CommandResult> {
+    const checker = this.#checker;
+    const guard = (fn: () => void) => this.#guard(fn);
+    return {
+      get appliedIndex() {
+        return fsm.appliedIndex;
+      },
+      apply: (index, data) => fsm.apply(index, data),
+      markApplied: (index) => fsm.markApplied(index),
+      snapshot: () => fsm.snapshot(),
+      restore(data) {
+        fsm.restore(data);
+        guard(() => checker.stateRestored(node.id, fsm.appliedIndex, stateOf(fsm)));
+      },
+    };
+  }
+
+  // ---- the fault phase -----------------------------------------------------------------
+
+  #step(): void {
+    this.#faultEvents();
+    this.#clientEvents();
+  }
+
+  #faultEvents(): void {
+    const rng = this.#rng;
+    for (const node of this.#nodes.values()) {
+      if (node.status === "down" && !node.gone && rng.float() < 0.03) this.#restart(node);
+    }
+    const up = this.#up();
+    if (up.length > 0 && rng.float() < 0.003 && this.#crashBudget() > 0) {
+      this.#crash(pick(rng, up), "between events");
+    }
+    if (this.#disksLost < 2 && rng.float() < 0.0005) {
+      const victim = this.#diskLossVictim();
+      if (victim) this.#loseDisk(victim);
+    }
+    if (!this.#net.partitioned && rng.float() < 0.006) this.#partition();
+    else if (this.#net.partitioned && rng.float() < 0.02) {
+      this.#net.heal();
+      this.#log("heal");
+    }
+    if (this.#up().length > 0 && rng.float() < 0.003) {
+      const node = pick(rng, this.#up());
+      const ms = 100 + rng.float() * 1500;
+      node.clock!.pause(ms);
+      this.#stats.pauses++;
+      this.#log(`${node.id} pauses for ${ms.toFixed(0)} ms`);
+    }
+    if (this.#up().length > 0 && rng.float() < 0.005) {
+      const node = pick(rng, this.#up());
+      node.slowDiskUntil = this.#sched.now + 100 + rng.float() * 1500;
+      this.#stats.slowDisks++;
+      this.#traceSink?.(`t=${this.#sched.now.toFixed(1)} ${node.id} has a slow disk`);
+    }
+    const leader = this.#leader();
+    if (leader && rng.float() < 0.015) this.#changeMembership(leader);
+    const upNow = this.#up();
+    if (upNow.length > 0 && rng.float() < 0.005) {
+      const asker = pick(rng, upNow);
+      const voters = this.#config()?.voters ?? [];
+      const target = rng.float() < 0.3 || voters.length === 0 ? "" : pick(rng, voters);
+      this.#stats.transfers++;
+      this.#log(`${asker.id} asks to transfer leadership to ${target || "anyone"}`);
+      this.#tolerate(asker.host!.transferLeadership(target));
+    }
+  }
+
+  #partition(): void {
+    const rng = this.#rng;
+    const ids = shuffled(rng, [...this.#nodes.keys()]);
+    const kind = rng.int(3);
+    this.#stats.partitions++;
+    if (kind === 0) {
+      const cut = 1 + rng.int(ids.length - 1);
+      const a = ids.slice(0, cut);
+      const b = ids.slice(cut);
+      for (const x of a) for (const y of b) this.#net.cut(x, y), this.#net.cut(y, x);
+      this.#log(`partition ${JSON.stringify([a, b])}`);
+    } else if (kind === 1) {
+      const from = ids[0];
+      const to = ids.slice(1, 2 + rng.int(ids.length - 1));
+      for (const y of to) this.#net.cut(from, y);
+      this.#log(`one-way partition: ${from} cannot reach ${to.join(",")}`);
+    } else {
+      const bridge = ids[0];
+      const rest = ids.slice(1);
+      const cut = Math.max(1, rest.length >> 1);
+      const a = rest.slice(0, cut);
+      const b = rest.slice(cut);
+      for (const x of a) for (const y of b) this.#net.cut(x, y), this.#net.cut(y, x);
+      this.#log(`bridge partition: ${bridge} links ${a.join(",")} and ${b.join(",")}`);
+    }
+  }
+
+  #changeMembership(leader: SimNodeState): void {
+    if (leader.status !== "up") return;
+    const rng = this.#rng;
+    const st = leader.host!.status();
+    if (st.role !== "leader") return;
+    const config = st.config;
+    const minVoters = this.#oneVoter ? 1 : Math.ceil(this.#ids.length / 2);
+    const inConfig = (id: NodeId) => config.voters.includes(id) || config.learners.includes(id);
+    const goneMember = [...this.#nodes.values()].find((n) => n.gone && inConfig(n.id));
+    const outside = [...this.#nodes.values()].filter((n) => !n.gone && !inConfig(n.id));
+    let change: ConfigChange;
+    if (goneMember && (config.voters.length > 1 || !config.voters.includes(goneMember.id))) {
+      change = { type: "remove", id: goneMember.id };
+    } else if (outside.length > 0 && rng.float() < 0.7) {
+      const id = pick(rng, outside).id;
+      change = rng.float() < 0.7
+        ? { type: "addLearner", id, address: `${id}:1` }
+        : { type: "addVoter", id, address: `${id}:1` };
+    } else if (config.learners.length > 0 && rng.float() < 0.7) {
+      change = { type: "promote", id: pick(rng, config.learners) };
+    } else if (config.voters.length > minVoters) {
+      const others = config.voters.filter((v) => v !== leader.id);
+      const id = rng.float() < 0.2 || others.length === 0 ? leader.id : pick(rng, others);
+      change = { type: "remove", id };
+    } else {
+      return;
+    }
+    this.#stats.configChanges++;
+    this.#log(`${leader.id} proposes ${JSON.stringify(change)}`);
+    this.#tolerate(leader.host!.changeConfig(change));
+  }
+
+  /** Lets an admin call fail the ways the API documents; anything else is a failure. */
+  #tolerate(p: Promise<unknown>): void {
+    p.catch((err) =>
+      this.#guard(() => {
+        if (
+          err instanceof NotLeaderError || err instanceof UnavailableError ||
+          err instanceof InvalidArgumentError
+        ) return;
+        throw err;
+      })
+    );
+  }
+
+  // ---- clients -------------------------------------------------------------------------
+
+  #clientEvents(): void {
+    const rng = this.#rng;
+    if (rng.float() < 0.4) {
+      const idle = this.#clients.filter((c) => !c.busy);
+      if (idle.length > 0) this.#write(pick(rng, idle), false);
+    }
+    if (rng.float() < 0.3) this.#read();
+  }
+
+  #command(client: Client, timeMs: number, plainSet: boolean): Command {
+    const rng = this.#rng;
+    const key = pick(rng, KEYS);
+    const session = { clientId: client.id, seq: client.seq };
+    const value = new TextEncoder().encode(`${client.id}.${client.seq};`);
+    const base = { key, session, timeMs: Math.max(0, Math.floor(timeMs)) };
+    const r = rng.float();
+    if (plainSet || r < 0.4) return { type: "set", value, ...base };
+    if (r < 0.55) return { type: "delete", ...base };
+    if (r < 0.8) return { type: "append", value, ...base };
+    return {
+      type: "cas",
+      value,
+      expectVersion: rng.float() < 0.3 ? 0 : client.versions.get(key) ?? 0,
+      ...base,
+    };
+  }
+
+  /** One client write through a random node (mostly the leader), retried with its session. */
+  #write(client: Client, liveness: boolean): Promise<number> | undefined {
+    const rng = this.#rng;
+    const up = this.#up();
+    if (up.length === 0) return undefined;
+    const leader = this.#leader();
+    const node = leader && (liveness || rng.float() < 0.7) ? leader : pick(rng, up);
+    client.busy = true;
+    const seq = client.seq;
+    const cmd = this.#command(client, node.clock!.now(), liveness);
+    this.#stats.writes++;
+    const attempt = (n: SimNodeState, tries: number): Promise<number> => {
+      const host = n.host!;
+      return host.apply(encodeCommand({ ...cmd, timeMs: Math.floor(n.clock!.now()) })).then(
+        (result) => {
+          this.#guard(() => {
+            this.#model.writeAcknowledged(n.id, client.id, seq, result);
+            this.#stats.acked++;
+            if (result.version > 0) client.versions.set(cmd.key, result.version);
+          });
+          if (client.seq === seq) {
+            client.seq++;
+            client.busy = false;
+          }
+          return result.version;
+        },
+        (err) => {
+          this.#stats.writeErrors++;
+          const known = err instanceof NotLeaderError || err instanceof UnavailableError ||
+            err instanceof InvalidArgumentError;
+          if (!known) {
+            this.#guard(() => {
+              throw err;
+            });
+          }
+          const next = this.#up();
+          if (tries < 3 && next.length > 0 && rng.float() < 0.8) {
+            // The outcome is unknown: retry the same session sequence number elsewhere.
+            this.#stats.retries++;
+            return attempt(this.#leader() ?? pick(rng, next), tries + 1);
+          }
+          if (client.seq === seq) {
+            client.seq++;
+            client.busy = false;
+          }
+          return -1;
+        },
+      );
+    };
+    const done = attempt(node, 0);
+    // A node that crashes takes its pending promises with it: the client gives up on it.
+    this.#sched.after(5000, () => {
+      if (client.seq === seq) {
+        client.seq++;
+        client.busy = false;
+      }
+    });
+    return done;
+  }
+
+  #read(): void {
+    const up = this.#up();
+    if (up.length === 0) return;
+    const node = pick(this.#rng, up);
+    const key = pick(this.#rng, KEYS);
+    const readId = this.#nextReadId++;
+    const generation = node.generation;
+    const fsm = node.fsm!;
+    this.#stats.reads++;
+    this.#model.readInvoked(readId);
+    node.host!.readBarrier("linearizable").then(
+      () =>
+        this.#guard(() => {
+          if (node.generation !== generation) return this.#model.readAbandoned(readId);
+          const e = fsm.get(key);
+          this.#stats.readsServed++;
+          this.#model.readServed(
+            readId,
+            node.id,
+            key,
+            fsm.appliedIndex,
+            e ? valueText(e.value, e.version) : undefined,
+          );
+        }),
+      () => this.#model.readAbandoned(readId),
+    );
+  }
+
+  // ---- liveness ------------------------------------------------------------------------
+
+  /**
+   * Faults stop, the network heals, every node restarts and lost ids are removed; then a
+   * fresh write must be acknowledged and applied by every member within the bound.
+   */
+  async #liveness(): Promise<number> {
+    const start = this.#sched.now;
+    this.#log("liveness phase: heal, restart all, no more faults");
+    this.#faultsOn = false;
+    this.#net.heal();
+    this.#net.faults = CALM;
+    for (const node of this.#nodes.values()) {
+      node.slowDiskUntil = 0;
+      if (node.status === "down" && !node.gone) this.#restart(node);
+    }
+    const deadline = start + this.#livenessTicks * TICK_MS;
+    let fresh: { index: number } | undefined;
+    let writing = false;
+    let removing = false;
+    const client: Client = { id: "final", seq: 1, busy: false, versions: new Map() };
+    for (let t = start + TICK_MS; t <= deadline; t += TICK_MS) {
+      await this.#sched.runUntil(t, () => this.#failure !== undefined);
+      this.#throwIfFailed();
+      for (const node of this.#nodes.values()) {
+        if (node.status === "down" && !node.gone) this.#restart(node);
+      }
+      const leader = this.#leader();
+      if (!leader) continue;
+      const config = leader.host!.status().config;
+      const gone = [...config.voters, ...config.learners].find((id) => this.#nodes.get(id)!.gone);
+      if (gone !== undefined) {
+        if (!removing) {
+          removing = true;
+          leader.host!.changeConfig({ type: "remove", id: gone }).catch(() => undefined)
+            .finally(() => (removing = false));
+        }
+        continue;
+      }
+      if (!fresh) {
+        if (!writing) {
+          writing = true;
+          const p = this.#write(client, true);
+          if (!p) writing = false;
+          else {
+            p.then((index) => {
+              writing = false;
+              if (index > 0) fresh = { index };
+            });
+          }
+        }
+        continue;
+      }
+      const members = [...config.voters, ...config.learners].map((id) => this.#nodes.get(id)!);
+      const target = Math.max(fresh.index, this.#model.ackedIndex);
+      if (members.every((n) => n.status === "up" && n.fsm!.appliedIndex >= target)) {
+        for (const n of members) {
+          this.#checker.finalMember(n.id, n.fsm!.appliedIndex, stateOf(n.fsm!));
+          if (n.fsm!.appliedIndex < this.#model.ackedIndex) {
+            throw new InvariantViolation(
+              "durability",
+              `${n.id} ends at ${
+                n.fsm!.appliedIndex
+              } without the write acknowledged at ${this.#model.ackedIndex}`,
+            );
+          }
+        }
+        this.#log(`liveness: write at ${fresh.index} applied by ${members.map((n) => n.id)}`);
+        return this.#sched.now - start;
+      }
+    }
+    const status = [...this.#nodes.values()].map((n) => {
+      if (n.status !== "up") return `${n.id}:${n.gone ? "gone" : n.status}`;
+      const s = n.host!.status();
+      return `${n.id}:${s.role}/t${s.term}/commit${s.commit}/applied${
+        n.fsm!.appliedIndex
+      }/last${s.lastIndex}/durable${s.durableIndex}/leader=${s.leader || "-"}/voters=${
+        s.config.voters.join("+")
+      }/learners=${s.config.learners.join("+")}`;
+    });
+    throw new InvariantViolation(
+      "liveness",
+      `no fresh write applied by every member within ${this.#livenessTicks} ticks after healing (${
+        fresh ? `write at ${fresh.index}` : "no write acknowledged"
+      }); nodes: ${status.join(" ")}`,
+    );
+  }
+}
+
+function stateOf(fsm: KvStateMachine): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const item of fsm.list()) out.set(item.key, valueText(item.value, item.version));
+  return out;
+}
+
+function pick<T>(rng: SeededRng, items: readonly T[]): T {
+  return items[rng.int(items.length)];
+}
+
+function shuffled<T>(rng: SeededRng, items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [items[i], items[j]] = [items[j], items[i]];
+  }
+  return items;
+}
