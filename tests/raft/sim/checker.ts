@@ -125,7 +125,12 @@ export class SafetyChecker {
     }
     this.leaders.set(term, node);
     this.#active.set(node, { term, log });
-    for (const [index, fp] of this.#committed) this.#checkLeaderHas(node, term, log, index, fp);
+    for (const [index, fp] of this.#committed) {
+      // A leader observed late (its Ready taken after a later term committed) owes nothing
+      // of that later term.
+      if (this.#committedTerm(index, fp) > term) continue;
+      this.#checkLeaderHas(node, term, log, index, fp);
+    }
   }
 
   /** A crashed node leads nothing any more. */
