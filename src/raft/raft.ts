@@ -502,9 +502,16 @@ export class RaftNode {
     return { leader: this.leader, role: this.role, term: this.term };
   }
 
-  /** Only voters campaign: learners and removed nodes never disrupt the cluster. */
+  /**
+   * Only voters campaign: learners and removed nodes never disrupt the cluster. A node whose
+   * own removal is appended but not committed still may: the others may not have the removal
+   * and need its vote, which it refuses them (its log is longer), so without its own campaign
+   * no leader is ever elected again. It wins only with a majority of the latest configuration,
+   * commits its removal there, and then steps down (found by the simulator, seed 771).
+   */
   private promotable(): boolean {
-    return isVoter(this.config, this.id);
+    return isVoter(this.config, this.id) ||
+      isVoter(this.log.configAt(this.log.committed), this.id);
   }
 
   private resetRandomizedElectionTicks(): void {

@@ -157,3 +157,28 @@ Deno.test("a persisted commit index beyond the log fails loudly instead of being
     RaftInvariantError,
   );
 });
+
+Deno.test("a leader that loses leadership before its own removal commits can still end it (sim seed 771)", () => {
+  const c = new Cluster(["n1", "n3"], { checkQuorum: false });
+  assertEquals(c.elect("n1"), "leader");
+  c.stabilize();
+  // n1 appends its own removal ({n3}) and loses leadership before n3 receives it.
+  c.raft("n1").proposeConfigChange({ type: "remove", id: "n1" });
+  c.process("n1");
+  c.drop({ type: "append", to: "n3" });
+  c.raft("n3").campaign(); // n3 (config {n1, n3}) needs n1's vote, which n1 refuses
+  c.process("n3");
+  c.stabilize();
+  assertEquals(c.raft("n3").status().role === "leader", false, "n3 cannot win alone");
+  // n1 may campaign again: its removal is not committed, so it is still a voter then.
+  for (let i = 0; i < 60 && c.leaders().length === 0; i++) {
+    c.tickAll();
+    c.stabilize();
+  }
+  for (let i = 0; i < 60 && !(c.leaders().length === 1 && c.leaders()[0] === "n3"); i++) {
+    c.tickAll();
+    c.stabilize();
+  }
+  assertEquals(c.leaders(), ["n3"], "the removal committed and n3 leads alone");
+  assertEquals(c.raft("n3").status().config.voters, ["n3"]);
+});
