@@ -5,6 +5,7 @@
 export {
   adminServiceDefinition,
   EMPTY_PROTO,
+  etcdServiceDefinitions,
   HEALTH_PROTO,
   healthServiceDefinition,
   KV_PROTO,
@@ -13,4 +14,5 @@ export {
   PROTO_LOADER_OPTIONS,
 } from "./proto.ts";
 export { AdminClient, HealthClient, KvClient } from "./clients.ts";
+export { ETCD_KV_PROTO, ETCD_RPC_PROTO } from "./etcd_proto.ts";
 export type * from "./messages.ts";

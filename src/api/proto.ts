@@ -13,6 +13,7 @@ import type * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 import descriptor from "protobufjs/ext/descriptor/index.js";
+import { ETCD_KV_PROTO, ETCD_RPC_PROTO } from "./etcd_proto.ts";
 
 /** The text of proto/kv.proto (package api); a test keeps it identical to the file. */
 export const KV_PROTO =
@@ -228,6 +229,8 @@ const FILES = [
   { pkg: "google.protobuf", name: "google/protobuf/empty.proto", text: EMPTY_PROTO, deps: [] },
   { pkg: "api", name: "kv.proto", text: KV_PROTO, deps: ["google/protobuf/empty.proto"] },
   { pkg: "grpc.health.v1", name: "grpc/health/v1/health.proto", text: HEALTH_PROTO, deps: [] },
+  { pkg: "mvccpb", name: "etcd/kv.proto", text: ETCD_KV_PROTO, deps: [] },
+  { pkg: "etcdserverpb", name: "etcd/rpc.proto", text: ETCD_RPC_PROTO, deps: ["etcd/kv.proto"] },
 ] as const;
 
 interface FileDescriptorLike {
@@ -284,5 +287,13 @@ function service(name: string): grpc.ServiceDefinition {
 export const kvServiceDefinition: grpc.ServiceDefinition = service("api.KV");
 /** The grpc-js definition of service `api.Admin`. */
 export const adminServiceDefinition: grpc.ServiceDefinition = service("api.Admin");
+/** The grpc-js definitions of etcd v3's services (package etcdserverpb), by service name. */
+export const etcdServiceDefinitions = {
+  KV: service("etcdserverpb.KV"),
+  Watch: service("etcdserverpb.Watch"),
+  Lease: service("etcdserverpb.Lease"),
+  Cluster: service("etcdserverpb.Cluster"),
+  Maintenance: service("etcdserverpb.Maintenance"),
+} as const;
 /** The grpc-js definition of service `grpc.health.v1.Health`. */
 export const healthServiceDefinition: grpc.ServiceDefinition = service("grpc.health.v1.Health");

@@ -4,11 +4,13 @@
  *
  * Encoding, version 2 (all integers big-endian; "u53" is 8 bytes holding an integer below 2^53):
  * ```
- * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas) | u8 flags
+ * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas, 5 txn, 6 compact) | u8 flags
  *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str clockSource
  *   | u53 maxValueBytes (0: none) | u53 quotaBytes (0: none) | str key
  * [session]   str subject | str clientId | u53 seq
  * [set/append/cas] blob value
+ * [txn]            blob etcdserverpb.TxnRequest (etcd's protobuf encoding)
+ * [compact]        u53 revision
  * [expectValue]    blob expectValue
  * [expectVersion]  u53 expectVersion
  * ```
@@ -18,6 +20,7 @@
  */
 import { InvalidArgumentError } from "../errors.ts";
 import { BinaryReader, BinaryWriter, utf8Length } from "./_binary.ts";
+import { decodeTxn, encodeTxn, type TxnRequest, type TxnResponse } from "./etcd_wire.ts";
 
 /** Longest accepted `clientId`, in UTF-8 bytes: sessions are bounded by bytes, not only count. */
 export const MAX_CLIENT_ID_BYTES = 128;
@@ -92,8 +95,35 @@ export interface CasCommand extends CommandBase {
   readonly expectVersion?: number;
 }
 
+/**
+ * An etcd transaction (etcd's Put and DeleteRange arrive as one-op transactions): compares,
+ * then the success or failure ops, all at this entry's revision. `key` is "".
+ */
+export interface TxnCommand extends CommandBase {
+  readonly type: "txn";
+  readonly txn: TxnRequest;
+}
+
+/** etcd's Compact: forget the history at or below `revision`. `key` is "". */
+export interface CompactCommand extends CommandBase {
+  readonly type: "compact";
+  readonly revision: number;
+}
+
 /** Every command the state machine understands, discriminated on `type`. */
-export type Command = SetCommand | DeleteCommand | AppendCommand | CasCommand;
+export type Command =
+  | SetCommand
+  | DeleteCommand
+  | AppendCommand
+  | CasCommand
+  | TxnCommand
+  | CompactCommand;
+
+/** An etcd request the state machine refused, with etcd's code and message; nothing changed. */
+export interface EtcdFailure {
+  readonly code: string;
+  readonly message: string;
+}
 
 /** Why the state machine refused a write: the value limit or the data-size quota. */
 export type RefusalReason = "value-too-large" | "quota-exceeded";
@@ -130,13 +160,19 @@ export interface CommandResult {
   readonly existed?: boolean;
   readonly length?: number;
   readonly refused?: Refusal;
+  /** A transaction's (or Put's, DeleteRange's) response, without its header. */
+  readonly txn?: TxnResponse;
+  /** An etcd request refused at apply (then `ok` is false). */
+  readonly etcdError?: EtcdFailure;
+  /** The store revision after this command (etcd's header revision). */
+  readonly revision?: number;
 }
 
 /** The encoding's version byte as written; a decoder accepts this one and version 1. */
 export const COMMAND_ENCODING_VERSION = 2;
 const LEGACY_ENCODING_VERSION = 1;
 
-const TYPE_CODES = { set: 1, delete: 2, append: 3, cas: 4 } as const;
+const TYPE_CODES = { set: 1, delete: 2, append: 3, cas: 4, txn: 5, compact: 6 } as const;
 const FLAG_SESSION = 1;
 const FLAG_EXPECT_VALUE = 2;
 const FLAG_EXPECT_VERSION = 4;
@@ -176,6 +212,12 @@ export function validateCommand(cmd: Command): void {
     case "set":
     case "append":
     case "delete":
+    case "txn":
+      return;
+    case "compact":
+      if (!Number.isSafeInteger(cmd.revision) || cmd.revision < 1) {
+        throw new InvalidArgumentError(`compact revision must be >= 1, got ${cmd.revision}`);
+      }
       return;
     case "cas": {
       const hasValue = cmd.expectValue !== undefined;
@@ -210,12 +252,20 @@ export function encodeCommand(cmd: Command): Uint8Array {
     flags |= FLAG_SESSION;
     size += 4 + subjectBytes + 4 + clientBytes + 8;
   }
+  let txnBytes: Uint8Array | undefined;
   switch (cmd.type) {
     case "delete":
       break;
     case "set":
     case "append":
       size += 4 + cmd.value.length;
+      break;
+    case "txn":
+      txnBytes = encodeTxn(cmd.txn);
+      size += 4 + txnBytes.length;
+      break;
+    case "compact":
+      size += 8;
       break;
     case "cas":
       size += 4 + cmd.value.length;
@@ -246,7 +296,9 @@ export function encodeCommand(cmd: Command): Uint8Array {
     w.str(cmd.session.clientId, clientBytes);
     w.u53(cmd.session.seq);
   }
-  if (cmd.type !== "delete") w.blob(cmd.value);
+  if (cmd.type === "txn") w.blob(txnBytes!);
+  else if (cmd.type === "compact") w.u53(cmd.revision);
+  else if (cmd.type !== "delete") w.blob(cmd.value);
   if (cmd.type === "cas") {
     if (cmd.expectValue !== undefined) w.blob(cmd.expectValue);
     else w.u53(cmd.expectVersion!);
@@ -306,6 +358,22 @@ export function decodeCommand(bytes: Uint8Array): Command {
     case TYPE_CODES.delete:
       if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
       cmd = { type: "delete", ...base };
+      break;
+    case TYPE_CODES.txn: {
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      const bytes = r.blob();
+      let txn: TxnRequest;
+      try {
+        txn = decodeTxn(bytes);
+      } catch (err) {
+        throw new InvalidArgumentError(`txn does not decode: ${err}`);
+      }
+      cmd = { type: "txn", ...base, txn };
+      break;
+    }
+    case TYPE_CODES.compact:
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      cmd = { type: "compact", ...base, revision: r.u53() };
       break;
     case TYPE_CODES.cas: {
       const value = r.blob();

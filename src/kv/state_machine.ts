@@ -15,11 +15,30 @@ import {
   type RefusalReason,
 } from "./commands.ts";
 import { compareKeys } from "./key_order.ts";
+import {
+  DEFAULT_HISTORY_BYTES,
+  DEFAULT_HISTORY_REVISIONS,
+  EventHistory,
+  type KvEvent,
+  type RevisionEvents,
+} from "./history.ts";
+import { EtcdError, evaluateRange, executeTxn, type TxnStore } from "./etcd_txn.ts";
+import type { RangeRequest, RangeResponse } from "./etcd_wire.ts";
 
-/** A stored value and the Raft index of the write that stored it. Never mutated in place. */
+/**
+ * A stored value with etcd's metadata. Never mutated in place (the event history shares it).
+ * Revisions are Raft indexes: every key one entry writes gets that entry's index.
+ */
 export interface KvEntry {
   readonly value: Uint8Array;
+  /** Revision of the key's last write (mökv's `version`, etcd's `mod_revision`). */
   readonly version: number;
+  /** Revision that created the key since it last did not exist (etcd's `create_revision`). */
+  readonly created: number;
+  /** Writes since creation, 1 on creation (etcd's `version`). */
+  readonly writes: number;
+  /** Lease the key is attached to; 0 for none. */
+  readonly lease: number;
 }
 
 /** One item of {@link KvStateMachine.list}. */
@@ -60,6 +79,10 @@ export interface KvStateMachineOptions {
    * by another. Default 256 MiB.
    */
   readonly maxSessionBytes?: number;
+  /** Revisions the event history keeps for watches and ranges at a revision. Default 100,000. */
+  readonly historyRevisions?: number;
+  /** Bytes the event history may account for. Default 64 MiB. */
+  readonly historyBytes?: number;
 }
 
 /**
@@ -119,8 +142,12 @@ interface ClockAnchor {
 
 const NOT_APPLIED: CommandResult = Object.freeze({ ok: false, version: 0 });
 const SNAPSHOT_MAGIC = [0x4d, 0x4b, 0x56, 0x53]; // "MKVS"
-/** Version 2 adds clock anchors, session subjects and refusals; version 1 still restores. */
-const SNAPSHOT_VERSION = 2;
+/**
+ * Version 3 adds etcd's key metadata (create revision, writes, lease) and the store revision;
+ * version 2 added clock anchors, session subjects and refusals; versions 1 and 2 still restore.
+ */
+const SNAPSHOT_VERSION = 3;
+const SNAPSHOT_VERSION_2 = 2;
 const LEGACY_SNAPSHOT_VERSION = 1;
 const R_OK = 1, R_VALUE = 2, R_HAS_EXISTED = 4, R_EXISTED = 8, R_LENGTH = 16, R_REFUSED = 32;
 const REFUSAL_CODES: Readonly<Record<RefusalReason, number>> = {
@@ -190,6 +217,15 @@ export class KvStateMachine {
   #quotaAlarm = false;
   /** Bumped on every change of the tree so running `list` iterators can re-seek. */
   #mutations = 0;
+  /** Revision of the last entry that changed a key (etcd's store revision). */
+  #revision = 0;
+  /** etcd's compacted revision: ranges and watches at or below it are refused. */
+  #compacted = 0;
+  #history: EventHistory;
+  /** Changes of the entry being applied, published once it is done. */
+  #events: KvEvent[] = [];
+  #eventListeners: ((rev: RevisionEvents) => void)[] = [];
+  #resetListeners: ((revision: number) => void)[] = [];
 
   constructor(options: KvStateMachineOptions = {}) {
     this.sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
@@ -198,6 +234,10 @@ export class KvStateMachine {
     this.maxSessionBytesPerSubject = options.maxSessionBytesPerSubject ??
       DEFAULT_MAX_SESSION_BYTES_PER_SUBJECT;
     this.maxSessionBytes = options.maxSessionBytes ?? DEFAULT_MAX_SESSION_BYTES;
+    this.#history = new EventHistory(
+      options.historyRevisions ?? DEFAULT_HISTORY_REVISIONS,
+      options.historyBytes ?? DEFAULT_HISTORY_BYTES,
+    );
     if (!(this.sessionTtlMs > 0)) throw new InvalidArgumentError("sessionTtlMs must be > 0");
     for (
       const [name, v] of [
@@ -215,6 +255,47 @@ export class KvStateMachine {
   /** Index of the last log entry applied (or marked applied, or restored). */
   get appliedIndex(): number {
     return this.#appliedIndex;
+  }
+
+  /** Revision of the last write that changed a key (etcd's header revision); 0 when none. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /**
+   * Highest revision no longer answerable: a Range at it or below, or a watch from it or
+   * below, is refused as compacted. Rises with `Compact`, with the history's bounds, and to
+   * the store revision of a restored snapshot (whose history is not carried).
+   */
+  get compactedRevision(): number {
+    return Math.max(this.#compacted, this.#history.floor);
+  }
+
+  /** The event history (read-only use: watches and ranges at a revision). */
+  get history(): EventHistory {
+    return this.#history;
+  }
+
+  /**
+   * Calls `listener` after every applied entry that changed keys, with all its changes (a
+   * transaction's together), in revision order. Returns a function that unsubscribes.
+   */
+  onEvents(listener: (rev: RevisionEvents) => void): () => void {
+    this.#eventListeners.push(listener);
+    return () => {
+      this.#eventListeners = this.#eventListeners.filter((l) => l !== listener);
+    };
+  }
+
+  /**
+   * Calls `listener` when a snapshot replaced the whole state (its store revision given):
+   * events between the old state and the new were never seen, so watchers behind must resync.
+   */
+  onReset(listener: (revision: number) => void): () => void {
+    this.#resetListeners.push(listener);
+    return () => {
+      this.#resetListeners = this.#resetListeners.filter((l) => l !== listener);
+    };
   }
 
   /** Number of keys stored. */
@@ -277,7 +358,18 @@ export class KvStateMachine {
     }
     const result = this.#execute(index, cmd);
     if (session) this.#touch(session.subject ?? "", session.clientId, session.seq, result);
+    this.#publish(index);
     return result;
+  }
+
+  /** Records the changes the entry at `index` made, as one revision, and tells listeners. */
+  #publish(index: number): void {
+    if (this.#events.length === 0) return;
+    const rev: RevisionEvents = { revision: index, events: this.#events };
+    this.#events = [];
+    this.#revision = index;
+    this.#history.push(rev);
+    for (const l of this.#eventListeners) l(rev);
   }
 
   /**
@@ -319,7 +411,7 @@ export class KvStateMachine {
       if (!key.startsWith(prefix)) return;
       lastKey = key;
       count++;
-      yield { key, value: entry.value, version: entry.version };
+      yield { key, ...entry };
     }
   }
 
@@ -328,9 +420,9 @@ export class KvStateMachine {
    * `appliedIndex` and log time. {@link restore} on any replica reproduces this exact state.
    */
   snapshot(): Uint8Array {
-    let size = SNAPSHOT_MAGIC.length + 1 + 8 + 8 + 8;
+    let size = SNAPSHOT_MAGIC.length + 1 + 8 + 8 + 8 + 8 + 8;
     this.#tree.forEachPair((key, entry) => {
-      size += 4 + utf8Length(key) + 8 + 4 + entry.value.length;
+      size += 4 + utf8Length(key) + 8 + 8 + 8 + 8 + 4 + entry.value.length;
     });
     size += 4;
     for (const [source] of this.#clocks) size += 4 + utf8Length(source) + 8 + 8;
@@ -346,10 +438,16 @@ export class KvStateMachine {
     w.u8(SNAPSHOT_VERSION);
     w.u53(this.#appliedIndex);
     w.u53(this.#logTimeMs);
+    w.u53(this.#revision);
+    // Explicit compactions only: after a restore the history starts at `revision` anyway.
+    w.u53(this.#compacted);
     w.u53(this.#tree.size);
     this.#tree.forEachPair((key, entry) => {
       w.str(key, utf8Length(key));
       w.u53(entry.version);
+      w.u53(entry.created);
+      w.u53(entry.writes);
+      w.u53(entry.lease);
       w.blob(entry.value);
     });
     w.u32(this.#clocks.size);
@@ -395,12 +493,18 @@ export class KvStateMachine {
       if (r.u8() !== b) throw new InvalidArgumentError("not a mokv KV snapshot");
     }
     const version = r.u8();
-    if (version !== SNAPSHOT_VERSION && version !== LEGACY_SNAPSHOT_VERSION) {
+    if (
+      version !== SNAPSHOT_VERSION && version !== SNAPSHOT_VERSION_2 &&
+      version !== LEGACY_SNAPSHOT_VERSION
+    ) {
       throw new InvalidArgumentError(`unknown snapshot version ${version}`);
     }
     const legacy = version === LEGACY_SNAPSHOT_VERSION;
+    const withMeta = version === SNAPSHOT_VERSION;
     const appliedIndex = r.u53();
     const logTimeMs = r.u53();
+    let revision = withMeta ? r.u53() : 0;
+    const compacted = withMeta ? r.u53() : 0;
     const entryCount = r.u53();
     // Keys arrive sorted: build the tree bottom-up in O(n) rather than by n insertions.
     const keys: string[] = [];
@@ -414,12 +518,18 @@ export class KvStateMachine {
       }
       previous = key;
       const entryVersion = r.u53();
+      // Before version 3 nothing was recorded of a key's history: it counts as created by
+      // its last write, once.
+      const created = withMeta ? r.u53() : entryVersion;
+      const writes = withMeta ? r.u53() : 1;
+      const lease = withMeta ? r.u53() : 0;
+      if (!withMeta && entryVersion > revision) revision = entryVersion;
       // Views into the snapshot, not copies: restoring 1 GiB allocates no 1 GiB of small
       // buffers (15x faster, measured). The snapshot buffer is the one the Raft core keeps
       // to send to followers anyway; it lives on while any of its values does.
       const value = r.blobView();
       keys.push(key);
-      values.push({ value, version: entryVersion });
+      values.push({ value, version: entryVersion, created, writes, lease });
       byteCount += utf8Length(key) + value.length;
     }
     const tree: Tree = keys.length === 0
@@ -473,6 +583,12 @@ export class KvStateMachine {
     this.#byteCount = byteCount;
     this.#quotaAlarm = false;
     this.#mutations++;
+    this.#revision = revision;
+    this.#compacted = compacted;
+    this.#events = [];
+    // The history of a replaced state says nothing about the new one.
+    this.#history.reset(revision);
+    for (const l of this.#resetListeners) l(revision);
   }
 
   /** Moves log time by what elapsed on `source` since its last reading (see the class comment). */
@@ -549,14 +665,78 @@ export class KvStateMachine {
     }
   }
 
-  #put(key: string, value: Uint8Array, version: number, previous: KvEntry | undefined): void {
-    this.#tree.set(key, { value, version });
+  #put(
+    key: string,
+    value: Uint8Array,
+    version: number,
+    previous: KvEntry | undefined,
+    lease = 0,
+  ): void {
+    const entry: KvEntry = {
+      value,
+      version,
+      created: previous ? previous.created : version,
+      writes: previous ? previous.writes + 1 : 1,
+      lease,
+    };
+    this.#tree.set(key, entry);
+    this.#events.push(
+      previous ? { type: "put", key, entry, prev: previous } : { type: "put", key, entry },
+    );
     const deltaBytes = previous
       ? value.length - previous.value.length
       : utf8Length(key) + value.length;
     this.#byteCount += deltaBytes;
     if (deltaBytes < 0) this.#quotaAlarm = false;
     this.#mutations++;
+  }
+
+  #remove(key: string, current: KvEntry): void {
+    this.#tree.delete(key);
+    this.#byteCount -= utf8Length(key) + current.value.length;
+    this.#quotaAlarm = false;
+    this.#mutations++;
+    this.#events.push({ type: "delete", key, prev: current });
+  }
+
+  /** What an etcd transaction sees of the store and may change (see etcd_txn.ts). */
+  #txnStore(index: number): TxnStore {
+    return {
+      revision: () => this.#revision,
+      compactedRevision: () => this.compactedRevision,
+      get: (key) => this.#tree.get(key),
+      entries: (from) => this.#tree.entries(from),
+      history: this.#history,
+      byteCount: () => this.#byteCount,
+      put: (key, value, lease, previous) => this.#put(key, value, index, previous, lease),
+      remove: (key, current) => this.#remove(key, current),
+      compact: (revision) => {
+        if (revision > this.#compacted) this.#compacted = revision;
+        this.#history.compact(revision);
+      },
+      noteQuotaAlarm: () => {
+        this.#quotaAlarm = true;
+      },
+    };
+  }
+
+  /**
+   * The store as a read-only etcd transaction sees it (a Txn without writes is served from
+   * local state after a read barrier, never through the log). Writes through it throw.
+   */
+  txnView(): TxnStore {
+    const refuse = () => {
+      throw new InvalidArgumentError("read-only view");
+    };
+    return { ...this.#txnStore(this.#appliedIndex), put: refuse, remove: refuse, compact: refuse };
+  }
+
+  /**
+   * Answers an etcd Range from the local state (after the caller's read barrier, for a
+   * linearizable one), at the current revision or, within the history, an older one.
+   */
+  range(req: RangeRequest): RangeResponse {
+    return evaluateRange(this.#txnStore(this.#appliedIndex), req);
   }
 
   /**
@@ -589,10 +769,7 @@ export class KvStateMachine {
       }
       case "delete":
         if (!current) return { ok: true, version: 0, existed: false };
-        this.#tree.delete(cmd.key);
-        this.#byteCount -= utf8Length(cmd.key) + current.value.length;
-        this.#quotaAlarm = false;
-        this.#mutations++;
+        this.#remove(cmd.key, current);
         return { ok: true, version: index, existed: true };
       case "append": {
         const lengthBytes = (current?.value.length ?? 0) + cmd.value.length;
@@ -624,11 +801,67 @@ export class KvStateMachine {
           ? { ok: false, version: current.version, value: current.value, existed: true }
           : { ok: false, version: 0, existed: false };
       }
+      case "txn": {
+        const mark = this.#events.length;
+        const bytesBefore = this.#byteCount;
+        try {
+          const txn = executeTxn(this.#txnStore(index), cmd.txn, cmd);
+          const changed = this.#events.length > mark;
+          return { ok: true, version: index, txn, revision: changed ? index : this.#revision };
+        } catch (err) {
+          this.#undo(mark, bytesBefore);
+          const e = err instanceof EtcdError ? err : new EtcdError("INVALID_ARGUMENT", String(err));
+          return {
+            ok: false,
+            version: 0,
+            etcdError: { code: e.code, message: e.message },
+            revision: this.#revision,
+          };
+        }
+      }
+      case "compact":
+        if (cmd.revision > this.#revision) {
+          return {
+            ok: false,
+            version: 0,
+            etcdError: {
+              code: "OUT_OF_RANGE",
+              message: "etcdserver: mvcc: required revision is a future revision",
+            },
+            revision: this.#revision,
+          };
+        }
+        if (cmd.revision <= this.compactedRevision) {
+          return {
+            ok: false,
+            version: 0,
+            etcdError: {
+              code: "OUT_OF_RANGE",
+              message: "etcdserver: mvcc: required revision has been compacted",
+            },
+            revision: this.#revision,
+          };
+        }
+        this.#compacted = cmd.revision;
+        this.#history.compact(cmd.revision);
+        return { ok: true, version: index, revision: this.#revision };
       default: {
         const never: never = cmd;
         return never;
       }
     }
+  }
+
+  /** Undoes the changes recorded since event `mark` (a transaction that failed half-way). */
+  #undo(mark: number, bytesBefore: number): void {
+    for (let i = this.#events.length - 1; i >= mark; i--) {
+      const e = this.#events[i];
+      if (e.prev) this.#tree.set(e.key, e.prev as KvEntry);
+      else this.#tree.delete(e.key);
+    }
+    this.#events.length = mark;
+    this.#byteCount = bytesBefore;
+    this.#mutations++;
   }
 }
 

@@ -155,6 +155,27 @@ export class MokvNode implements KvBackend {
         ? (subject, object, action) => authorizer.enforce(subject, object, action)
         : undefined,
       onRequest: hooks.onRequest,
+      etcd: {
+        nodeId: config.nodeName,
+        store: fsm,
+        scheme: tls ? "https" : "http",
+        apply: (cmd) => ref.node!.apply(cmd),
+        readBarrier: (c) => ref.node!.readBarrier(c),
+        raftStatus: () => {
+          const st = host.status();
+          return {
+            term: st.term,
+            leader: st.leader,
+            commit: st.commit,
+            applied: fsm.appliedIndex,
+            isLearner: st.config.learners.includes(config.nodeName),
+          };
+        },
+        servers: () => ref.node!.servers(),
+        removeServer: (id) => ref.node!.removeServer(id),
+        transferLeadership: (id) => ref.node!.transferLeadership(id),
+        snapshot: () => ref.node!.snapshot(),
+      },
     });
     const serverTls = tls
       ? {

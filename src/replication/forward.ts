@@ -3,7 +3,14 @@
  * a follower forwards a client's write (or an admin action) to the leader, and the leader
  * checks that a would-be member answers over mutual TLS before adding it.
  */
-import type { CommandResult, Refusal } from "../kv/mod.ts";
+import {
+  type CommandResult,
+  decodeTxnResponse,
+  encodeTxnResponse,
+  type EtcdFailure,
+  type Refusal,
+  type TxnResponse,
+} from "../kv/mod.ts";
 import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../errors.ts";
 import { ByteReader, ByteWriter } from "./_binary.ts";
 
@@ -26,6 +33,9 @@ export type AdminRequest =
   | { readonly type: "transfer"; readonly id: string };
 
 const R_OK = 1, R_VALUE = 2, R_EXISTED = 4, R_HAS_EXISTED = 8, R_LENGTH = 16, R_REFUSED = 32;
+/** A second flags byte follows (etcd's results). */
+const R_EXTENDED = 64;
+const X_TXN = 1, X_ETCD_ERROR = 2, X_REVISION = 4;
 /** Wire codes of `CommandResult.refused.reason`. */
 const REFUSAL_CODES = { "value-too-large": 1, "quota-exceeded": 2 } as const;
 
@@ -37,6 +47,9 @@ export function encodeResult(r: CommandResult): Uint8Array {
   if (r.existed !== undefined) flags |= R_HAS_EXISTED | (r.existed ? R_EXISTED : 0);
   if (r.length !== undefined) flags |= R_LENGTH;
   if (r.refused !== undefined) flags |= R_REFUSED;
+  const ext = (r.txn !== undefined ? X_TXN : 0) | (r.etcdError !== undefined ? X_ETCD_ERROR : 0) |
+    (r.revision !== undefined ? X_REVISION : 0);
+  if (ext !== 0) flags |= R_EXTENDED;
   w.u8(flags);
   w.varint(r.version);
   if (r.value !== undefined) w.bytes(r.value);
@@ -45,6 +58,15 @@ export function encodeResult(r: CommandResult): Uint8Array {
     w.u8(REFUSAL_CODES[r.refused.reason]);
     w.varint(r.refused.sizeBytes);
     w.varint(r.refused.limitBytes);
+  }
+  if (ext !== 0) {
+    w.u8(ext);
+    if (r.txn !== undefined) w.bytes(encodeTxnResponse(r.txn));
+    if (r.etcdError !== undefined) {
+      w.bytes(new TextEncoder().encode(r.etcdError.code));
+      w.bytes(new TextEncoder().encode(r.etcdError.message));
+    }
+    if (r.revision !== undefined) w.varint(r.revision);
   }
   return w.finish();
 }
@@ -67,6 +89,18 @@ export function decodeResult(bytes: Uint8Array): CommandResult {
     if (reason === undefined) throw new InvalidArgumentError(`unknown refusal code ${code}`);
     refused = { reason, sizeBytes: r.varint(), limitBytes: r.varint() };
   }
+  let txn: TxnResponse | undefined;
+  let etcdError: EtcdFailure | undefined;
+  let revision: number | undefined;
+  if (flags & R_EXTENDED) {
+    const ext = r.u8();
+    if (ext & X_TXN) txn = decodeTxnResponse(r.bytes());
+    if (ext & X_ETCD_ERROR) {
+      const dec = new TextDecoder();
+      etcdError = { code: dec.decode(r.bytes()), message: dec.decode(r.bytes()) };
+    }
+    if (ext & X_REVISION) revision = r.varint();
+  }
   r.end();
   return {
     ok: (flags & R_OK) !== 0,
@@ -75,6 +109,9 @@ export function decodeResult(bytes: Uint8Array): CommandResult {
     ...(flags & R_HAS_EXISTED ? { existed: (flags & R_EXISTED) !== 0 } : {}),
     ...(length !== undefined ? { length } : {}),
     ...(refused !== undefined ? { refused } : {}),
+    ...(txn !== undefined ? { txn } : {}),
+    ...(etcdError !== undefined ? { etcdError } : {}),
+    ...(revision !== undefined ? { revision } : {}),
   };
 }
 

@@ -14,11 +14,14 @@ import { withWireCheck } from "./wire_check.ts";
 import { ReflectionService } from "@grpc/reflection";
 import {
   adminServiceDefinition,
+  etcdServiceDefinitions,
   healthServiceDefinition,
   kvServiceDefinition,
   packageDefinition,
 } from "../api/mod.ts";
 import { createHealthHandlers, type HealthServiceOptions } from "./health.ts";
+import { DEFAULT_QUOTA_BYTES } from "../kv/mod.ts";
+import { createEtcdHandlers, createWatchHandler, type EtcdBackend } from "../etcd/mod.ts";
 import {
   createKvServiceHandlers,
   DEFAULT_MAX_KEY_BYTES,
@@ -40,6 +43,10 @@ export interface GrpcServerOptions extends KvServiceOptions, HealthServiceOption
   readonly maxConcurrentStreams?: number;
   /** Default {@link DEFAULT_HTTP2_IDLE_TIMEOUT_MS} (`grpc.max_connection_idle_ms`). */
   readonly http2IdleTimeoutMs?: number;
+  /** The node as etcd's services see it; absent: etcd's services are not offered. */
+  readonly etcd?: EtcdBackend;
+  /** How often idle etcd watchers that asked for it get a progress notification. */
+  readonly watchProgressNotifyMs?: number;
 }
 
 /** A call that reports its connection's client certificate, which grpc-js cannot see itself. */
@@ -120,6 +127,30 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   server.addService(withWireCheck(kvServiceDefinition), kv);
   server.addService(withWireCheck(adminServiceDefinition), admin);
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));
+  if (options.etcd) {
+    const clockSource = `${options.backend.nodeId}#etcd-${crypto.randomUUID().slice(0, 8)}`;
+    const etcd = createEtcdHandlers({
+      backend: options.etcd,
+      authorize: options.authorize,
+      onRequest: options.onRequest,
+      maxKeyBytes,
+      maxValueBytes,
+      quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES,
+      stamp: () => ({ timeMs: Math.floor(performance.now()), clockSource }),
+    });
+    server.addService(withWireCheck(etcdServiceDefinitions.KV), etcd.kv);
+    server.addService(withWireCheck(etcdServiceDefinitions.Cluster), etcd.cluster);
+    server.addService(withWireCheck(etcdServiceDefinitions.Maintenance), etcd.maintenance);
+    server.addService(
+      withWireCheck(etcdServiceDefinitions.Watch),
+      createWatchHandler({
+        backend: options.etcd,
+        authorize: options.authorize,
+        onRequest: options.onRequest,
+        progressNotifyMs: options.watchProgressNotifyMs,
+      }),
+    );
+  }
   new ReflectionService(packageDefinition).addToServer(server);
   return server;
 }
