@@ -131,8 +131,23 @@ const TO_OBJECT: protobuf.IConversionOptions = {
   arrays: true,
 };
 
+/** A transaction with any of its fields left out (defaults filled by {@link normalizeTxn}). */
+export interface TxnInput {
+  compare?: Partial<Compare>[];
+  success?: OpInput[];
+  failure?: OpInput[];
+}
+
+/** A RequestOp with any of its fields left out. */
+export interface OpInput {
+  request_range?: Partial<RangeRequest>;
+  request_put?: Partial<PutRequest>;
+  request_delete_range?: Partial<DeleteRangeRequest>;
+  request_txn?: TxnInput;
+}
+
 /** Fills every default of a TxnRequest, as the server receives it from proto-loader. */
-export function normalizeTxn(txn: Partial<TxnRequest>): TxnRequest {
+export function normalizeTxn(txn: TxnInput): TxnRequest {
   return TxnRequestType.toObject(TxnRequestType.fromObject(txn), TO_OBJECT) as TxnRequest;
 }
 
