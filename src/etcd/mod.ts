@@ -16,5 +16,6 @@ export {
   type WatchServiceOptions,
 } from "./watch.ts";
 export { CLUSTER_ID, memberId } from "./ids.ts";
+export { localEtcdBackend } from "./local.ts";
 export { prefixEnd, rangeObject, txnAuthz } from "./authz.ts";
 export { toEtcdStatus } from "./errors.ts";

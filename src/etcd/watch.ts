@@ -88,6 +88,19 @@ function toEvent(e: KvEvent, revision: number, withPrev: boolean) {
   return { type: e.type === "put" ? "PUT" : "DELETE", kv, prev_kv: prev };
 }
 
+/** About how many bytes a response takes on the wire (its keys and values dominate). */
+function responseBytes(res: Record<string, unknown>): number {
+  let n = 64;
+  const events = res.events as {
+    kv: { key: Uint8Array; value: Uint8Array };
+    prev_kv: { value: Uint8Array } | null;
+  }[] | undefined;
+  for (const e of events ?? []) {
+    n += 48 + e.kv.key.length + e.kv.value.length + (e.prev_kv?.value.length ?? 0);
+  }
+  return n;
+}
+
 /** The events of `rev` this watcher wants, in etcd's form (empty when none). */
 function select(w: Watcher, rev: RevisionEvents) {
   const out = [];
@@ -113,10 +126,16 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     let nextId = 0;
     let closed = false;
 
+    /** Bytes of responses handed to grpc-js and not yet flushed to the connection. */
+    let pendingBytes = 0;
     const send = (res: Record<string, unknown>): void => {
       if (closed) return;
-      call.write(res);
-      if (call.writableLength > bufferBytes) {
+      const bytes = responseBytes(res);
+      pendingBytes += bytes;
+      call.write(res, () => {
+        pendingBytes -= bytes;
+      });
+      if (pendingBytes > bufferBytes && watchers.size > 0) {
         // The client does not keep up: drop its watchers rather than buffer without bound.
         const reason = `mokv: watch stream too slow: over ${bufferBytes} bytes of events waiting`;
         for (const w of [...watchers.values()]) {
