@@ -1,0 +1,209 @@
+// Command clientv3check drives mokv's etcd API with etcd's own Go client (clientv3 3.4, from
+// Debian's golang-etcd-server-dev, built in GOPATH mode without a module proxy). It is run by
+// tests/etcd/clientv3_test.ts against a real three-node cluster. Modes:
+//
+//	txn-race   N goroutines increment one counter with compare-and-swap transactions;
+//	           prints {"final":F,"succeeded":S}: F must equal S (no lost or double update).
+//	watch      watches a prefix from a revision on one endpoint; when that endpoint dies,
+//	           resumes on the fallback endpoints from the last revision + 1, as a user would;
+//	           prints one JSON line per event ({"rev":R,"key":K}), and "resumed" when it did.
+//	get        one linearizable Get; prints {"value":V,"rev":R}.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/clientv3"
+	"go.etcd.io/etcd/pkg/transport"
+	"google.golang.org/grpc/connectivity"
+)
+
+var (
+	mode      = flag.String("mode", "", "txn-race | watch | get")
+	endpoints = flag.String("endpoints", "", "comma-separated host:port")
+	fallback  = flag.String("fallback", "", "watch: endpoints to resume on")
+	cacert    = flag.String("cacert", "", "CA certificate")
+	cert      = flag.String("cert", "", "client certificate")
+	key       = flag.String("key", "", "client key")
+	prefix    = flag.String("prefix", "w/", "watch: key prefix")
+	rev       = flag.Int64("rev", 0, "watch: start revision")
+	want      = flag.Int("want", 0, "watch: stop after this many events")
+	workers   = flag.Int("workers", 8, "txn-race: goroutines")
+	rounds    = flag.Int("rounds", 20, "txn-race: increments per goroutine")
+	getKey    = flag.String("key-name", "counter", "get/txn-race: the key")
+	timeout   = flag.Duration("timeout", 60*time.Second, "overall deadline")
+)
+
+func tlsConfig() *tls.Config {
+	info := transport.TLSInfo{CertFile: *cert, KeyFile: *key, TrustedCAFile: *cacert}
+	c, err := info.ClientConfig()
+	if err != nil {
+		fail("tls: %v", err)
+	}
+	return c
+}
+
+func client(eps []string) *clientv3.Client {
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:            eps,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
+		TLS:                  tlsConfig(),
+	})
+	if err != nil {
+		fail("client: %v", err)
+	}
+	return c
+}
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+func emit(v interface{}) {
+	b, _ := json.Marshal(v)
+	fmt.Println(string(b))
+}
+
+func txnRace(ctx context.Context, c *clientv3.Client) {
+	if _, err := c.Put(ctx, *getKey, "0"); err != nil {
+		fail("put: %v", err)
+	}
+	var mu sync.Mutex
+	succeeded := 0
+	var wg sync.WaitGroup
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := 0; r < *rounds; r++ {
+				for attempt := 0; attempt < 1000; attempt++ {
+					g, err := c.Get(ctx, *getKey)
+					if err != nil || len(g.Kvs) != 1 {
+						fail("get: %v", err)
+					}
+					n, _ := strconv.Atoi(string(g.Kvs[0].Value))
+					t, err := c.Txn(ctx).
+						If(clientv3.Compare(clientv3.ModRevision(*getKey), "=", g.Kvs[0].ModRevision)).
+						Then(clientv3.OpPut(*getKey, strconv.Itoa(n+1))).
+						Commit()
+					if err != nil {
+						fail("txn: %v", err)
+					}
+					if t.Succeeded {
+						mu.Lock()
+						succeeded++
+						mu.Unlock()
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	g, err := c.Get(ctx, *getKey)
+	if err != nil {
+		fail("get: %v", err)
+	}
+	final, _ := strconv.Atoi(string(g.Kvs[0].Value))
+	emit(map[string]int{"final": final, "succeeded": succeeded})
+}
+
+// watchOn follows the prefix from `from` on `c` until `want` events were seen (returns true)
+// or the connection is lost (returns false, with the revision to resume from).
+func watchOn(ctx context.Context, c *clientv3.Client, from int64, seen *int) (bool, int64) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := c.Watch(wctx, *prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+	next := from
+	down := time.Time{}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case resp, ok := <-ch:
+			if !ok {
+				return false, next
+			}
+			if err := resp.Err(); err != nil {
+				fail("watch: %v", err)
+			}
+			for _, ev := range resp.Events {
+				emit(map[string]interface{}{"rev": ev.Kv.ModRevision, "key": string(ev.Kv.Key)})
+				next = ev.Kv.ModRevision + 1
+				*seen++
+				if *seen >= *want {
+					return true, next
+				}
+			}
+		case <-tick.C:
+			st := c.ActiveConnection().GetState()
+			if st == connectivity.TransientFailure || st == connectivity.Connecting {
+				if down.IsZero() {
+					down = time.Now()
+				} else if time.Since(down) > time.Second {
+					return false, next
+				}
+			} else {
+				down = time.Time{}
+			}
+		case <-ctx.Done():
+			fail("watch: timed out after %d events", *seen)
+		}
+	}
+}
+
+func watch(ctx context.Context) {
+	seen := 0
+	c := client(strings.Split(*endpoints, ","))
+	done, next := watchOn(ctx, c, *rev, &seen)
+	c.Close()
+	if done {
+		return
+	}
+	fmt.Println(`"resumed"`)
+	c = client(strings.Split(*fallback, ","))
+	defer c.Close()
+	if done, _ = watchOn(ctx, c, next, &seen); !done {
+		fail("watch: lost the fallback too")
+	}
+}
+
+func main() {
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	switch *mode {
+	case "txn-race":
+		c := client(strings.Split(*endpoints, ","))
+		defer c.Close()
+		txnRace(ctx, c)
+	case "watch":
+		watch(ctx)
+	case "get":
+		c := client(strings.Split(*endpoints, ","))
+		defer c.Close()
+		g, err := c.Get(ctx, *getKey)
+		if err != nil {
+			fail("get: %v", err)
+		}
+		v := ""
+		if len(g.Kvs) == 1 {
+			v = string(g.Kvs[0].Value)
+		}
+		emit(map[string]interface{}{"value": v, "rev": g.Header.Revision})
+	default:
+		fail("unknown -mode %q", *mode)
+	}
+}
