@@ -8,7 +8,8 @@
  * 3. state machine safety: the applied sequences of all nodes are prefixes of one sequence,
  *    and a restored snapshot equals the state of that sequence's prefix;
  * 4. durability of acknowledged writes;
- * 5. linearizable reads.
+ * 5. linearizable reads;
+ * 6. durable terms: a node never forgets a term it has spoken in.
  *
  * What entries mean is pluggable ({@link EntryModel}): by default they carry the scenario
  * harness's JSON writes; the host simulator plugs in a model of the real KV commands.
@@ -84,6 +85,8 @@ export class SafetyChecker {
   #ackFrontier = 0;
   #readFrontier = 0;
   #invokedFrontier = new Map<number, number>();
+  /** node → the highest term it put on the wire (pre-votes excepted). */
+  #spokenTerm = new Map<NodeId, number>();
   readonly #model: EntryModel | undefined;
 
   constructor(model?: EntryModel) {
@@ -401,6 +404,33 @@ export class SafetyChecker {
   /** A read failed or was abandoned; it constrains nothing. */
   readAbandoned(readId: number): void {
     this.#invokedFrontier.delete(readId);
+  }
+
+  // ---- 6. durable terms --------------------------------------------------------------
+
+  /**
+   * `node` sent a message of `type` in `term`. Pre-votes (and their answers) carry the term
+   * a node would campaign in, not one it is in, and promise nothing (Raft thesis §9.6).
+   */
+  messageSent(node: NodeId, type: string, term: number): void {
+    if (type === "preVote" || type === "preVoteResponse") return;
+    if (term > (this.#spokenTerm.get(node) ?? 0)) this.#spokenTerm.set(node, term);
+  }
+
+  /**
+   * `node` restarted with `term` from its disk. Raft keeps the current term on stable
+   * storage before a node acts in it (Figure 2): a node that comes back in an older term
+   * than one it already sent messages in can win that term a second time, and its two
+   * incarnations may then hand out different entries at one (index, term).
+   */
+  termLoaded(node: NodeId, term: number): void {
+    const spoken = this.#spokenTerm.get(node) ?? 0;
+    if (term < spoken) {
+      throw new InvariantViolation(
+        "durable term",
+        `${node} restarted in term ${term} from its disk, but it already sent messages in term ${spoken}`,
+      );
+    }
   }
 
   // ---- end of run --------------------------------------------------------------------

@@ -136,6 +136,14 @@ interface SimNodeState {
   slowDiskUntil: number;
   /** The id was abandoned with its lost disk. */
   gone: boolean;
+  /**
+   * The configuration this node bootstraps with (`bootstrap: true` in its config file): it
+   * bootstraps on every start that finds no Raft state, as the agent does, so a crash in the
+   * middle of the first save does not leave a cluster that never starts.
+   */
+  bootstrap?: Config;
+  /** Sole-voter trap armed: crash in the next term-changing save (see #soleVoterTrap). */
+  trapTermSave?: boolean;
 }
 
 interface Client {
@@ -151,6 +159,8 @@ class HostSimulation {
   readonly #steps: number;
   readonly #livenessTicks: number;
   readonly #rng: SeededRng;
+  /** Draws of the targeted faults, apart so that runs where none fires stay as they were. */
+  readonly #trapRng: SeededRng;
   readonly #sched = new Scheduler();
   readonly #net: SimNetwork;
   readonly #model = new KvModel();
@@ -179,6 +189,7 @@ class HostSimulation {
     readsServed: 0,
     crashes: 0,
     crashesInSave: 0,
+    soleVoterTraps: 0,
     restarts: 0,
     failedSaves: 0,
     disksLost: 0,
@@ -195,6 +206,7 @@ class HostSimulation {
     this.#livenessTicks = options.livenessTicks ?? DEFAULT_LIVENESS_TICKS;
     this.#traceSink = options.trace;
     const rng = this.#rng = new SeededRng(this.#seed);
+    this.#trapRng = new SeededRng((this.#seed ^ 0x5eed_b004) >>> 0);
     this.#ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
     this.#heartbeatTicks = 1 + rng.int(3);
     this.#snapshotEntries = 5 + rng.int(40);
@@ -211,6 +223,10 @@ class HostSimulation {
       dropRate: rng.float() * 0.03,
     };
     this.#net = new SimNetwork(this.#sched, new SeededRng(rng.nextUint32()), this.#faults);
+    this.#net.onSend = (from, msgs) =>
+      this.#guard(() => {
+        for (const m of msgs) this.#checker.messageSent(from, m.type, m.term);
+      });
     for (const id of this.#ids) this.#addNode(id);
     for (let i = 0; i < CLIENTS; i++) {
       this.#clients.push({ id: `c${i}`, seq: 1, busy: false, versions: new Map() });
@@ -248,7 +264,8 @@ class HostSimulation {
         addresses: Object.fromEntries(voters.map((id) => [id, `${id}:1`])),
       };
       for (const node of this.#nodes.values()) {
-        this.#start(node, voters.includes(node.id) ? config : undefined);
+        if (voters.includes(node.id)) node.bootstrap = config;
+        this.#start(node);
       }
       const faultEnd = this.#steps * TICK_MS;
       for (let t = TICK_MS; t <= faultEnd; t += TICK_MS) {
@@ -347,7 +364,8 @@ class HostSimulation {
     return Math.max(1, Math.floor((config.voters.length - 1) / 2)) - down;
   }
 
-  #start(node: SimNodeState, bootstrap?: Config): void {
+  #start(node: SimNodeState): void {
+    const bootstrap = node.bootstrap;
     const generation = ++node.generation;
     node.status = "starting";
     const clock = node.clock = new NodeClock(this.#sched, node.offsetMs, node.skewRate);
@@ -431,12 +449,13 @@ class HostSimulation {
     );
   }
 
-  #crash(node: SimNodeState, how: string): void {
+  /** Crashes `node`; the commit in flight lands if `land` (default: at random). */
+  #crash(node: SimNodeState, how: string, land?: boolean): void {
     if (node.status === "down") return;
     node.generation++;
     node.status = "down";
     node.clock?.kill();
-    node.kv?.crash(this.#rng.float() < 0.5);
+    node.kv?.crash(land ?? this.#rng.float() < 0.5);
     this.#net.detach(node.id);
     this.#checker.nodeCrashed(node.id);
     node.host = undefined;
@@ -515,6 +534,7 @@ class HostSimulation {
     return {
       load: async (): Promise<PersistedState> => {
         const state = await storage.load();
+        if (live()) this.#guard(() => this.#checker.termLoaded(node.id, state.hardState.term));
         const mirror = new Disk();
         mirror.hardState = state.hardState;
         mirror.snapshot = state.snapshot;
@@ -529,6 +549,23 @@ class HostSimulation {
       }): Promise<void> => {
         const first = batch.entries[0]?.index ?? 0;
         const prevTerm = first > 0 ? node.mirror.termAt(first - 1) ?? -1 : -1;
+        if (
+          live() && node.trapTermSave && batch.hardState !== undefined &&
+          batch.hardState.term > node.mirror.hardState.term
+        ) {
+          // The trap: the process dies while its new term is being written (and that write
+          // is lost), after whatever the host sent before the save went out.
+          node.trapTermSave = false;
+          this.#sched.after(0, () =>
+            this.#guard(() => {
+              if (!live()) return;
+              this.#crash(node, `while term ${batch.hardState!.term} is being written`, false);
+              this.#sched.after(
+                20 + this.#trapRng.float() * 200,
+                () => this.#guard(() => this.#restart(node)),
+              );
+            }));
+        }
         try {
           node.mirror.persist(batch as Ready);
         } catch {
@@ -578,6 +615,7 @@ class HostSimulation {
   }
 
   #faultEvents(): void {
+    this.#soleVoterTrap();
     const rng = this.#rng;
     for (const node of this.#nodes.values()) {
       if (node.status === "down" && !node.gone && rng.float() < 0.03) this.#restart(node);
@@ -619,6 +657,26 @@ class HostSimulation {
       this.#log(`${asker.id} asks to transfer leadership to ${target || "anyone"}`);
       this.#tolerate(asker.host!.transferLeadership(target));
     }
+  }
+
+  /**
+   * A targeted fault for one-voter clusters with learners: the sole voter crashes, and when
+   * it restarts and elects itself (pre-vote, vote and leadership in one tick) it crashes
+   * again while that new term is being written, then comes back and wins the same term
+   * number again. Anything it sent in the lost term, such as early appends to the learners,
+   * is what the durable-term check catches.
+   */
+  #soleVoterTrap(): void {
+    if (!this.#oneVoter) return;
+    const config = this.#config();
+    if (!config || config.voters.length !== 1) return;
+    const voter = this.#nodes.get(config.voters[0]);
+    if (!voter || voter.status !== "up" || voter.trapTermSave) return;
+    const learnersUp = config.learners.filter((id) => this.#nodes.get(id)?.status === "up");
+    if (learnersUp.length === 0 || this.#trapRng.float() >= 0.01) return;
+    this.#stats.soleVoterTraps++;
+    voter.trapTermSave = true;
+    this.#crash(voter, "to re-elect itself (sole-voter trap)");
   }
 
   #partition(): void {

@@ -76,6 +76,8 @@ export class SimNetwork {
   readonly #lastArrival = new Map<string, number>();
   readonly #held = new Map<string, Held>();
   readonly stats = { batches: 0, dropped: 0, duplicated: 0, held: 0, heldDropped: 0 };
+  /** Sees every batch a node puts on the wire (the checker's durable-term property). */
+  onSend: ((from: NodeId, msgs: readonly Message[]) => void) | undefined;
 
   constructor(sched: Scheduler, rng: Rng, faults: LinkFaults) {
     this.#sched = sched;
@@ -224,6 +226,7 @@ export class SimTransport implements Transport {
 
   send(to: NodeId, _addr: string, msgs: readonly Message[]): void {
     if (this.dead || msgs.length === 0) return;
+    this.#net.onSend?.(this.id, msgs);
     this.#net.send(this, to, { type: "msgs", bytes: encodeMessageBatch(msgs) });
   }
 
