@@ -8,6 +8,10 @@
 //	           resumes on the fallback endpoints from the last revision + 1, as a user would;
 //	           prints one JSON line per event ({"rev":R,"key":K}), and "resumed" when it did.
 //	get        one linearizable Get; prints {"value":V,"rev":R}.
+//	watch-bench W watchers on one prefix (over a few connections) while one writer puts at
+//	           -rate writes/s for -duration; prints the delivery lag from each write's
+//	           acknowledgement to each watcher's event (p50, p99, max) and how many events
+//	           every watcher got (bench/etcd_watch.sh runs it).
 package main
 
 import (
@@ -17,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +46,10 @@ var (
 	rounds    = flag.Int("rounds", 20, "txn-race: increments per goroutine")
 	getKey    = flag.String("key-name", "counter", "get/txn-race: the key")
 	timeout   = flag.Duration("timeout", 60*time.Second, "overall deadline")
+	watchers  = flag.Int("watchers", 1000, "watch-bench: watchers")
+	conns     = flag.Int("conns", 4, "watch-bench: client connections the watchers share")
+	rate      = flag.Int("rate", 2000, "watch-bench: writes per second")
+	duration  = flag.Duration("duration", 10*time.Second, "watch-bench: how long to write")
 )
 
 func tlsConfig() *tls.Config {
@@ -180,6 +189,99 @@ func watch(ctx context.Context) {
 	}
 }
 
+func watchBench(ctx context.Context) {
+	eps := strings.Split(*endpoints, ",")
+	clients := make([]*clientv3.Client, *conns)
+	for i := range clients {
+		clients[i] = client([]string{eps[i%len(eps)]})
+		defer clients[i].Close()
+	}
+	writer := client(eps[:1])
+	defer writer.Close()
+	start, err := writer.Get(ctx, "none")
+	if err != nil {
+		fail("get: %v", err)
+	}
+	from := start.Header.Revision + 1
+	total := int(duration.Seconds() * float64(*rate))
+	var mu sync.Mutex
+	acked := make(map[string]time.Time, total)
+	var lags []time.Duration
+	counts := make([]int, *watchers)
+	var ready, done sync.WaitGroup
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := 0; w < *watchers; w++ {
+		ready.Add(1)
+		done.Add(1)
+		go func(w int) {
+			defer done.Done()
+			ch := clients[w%len(clients)].Watch(wctx, *prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+			ready.Done()
+			for resp := range ch {
+				now := time.Now()
+				for _, ev := range resp.Events {
+					mu.Lock()
+					if t, ok := acked[string(ev.Kv.Key)]; ok {
+						lags = append(lags, now.Sub(t))
+					}
+					counts[w]++
+					mu.Unlock()
+				}
+				mu.Lock()
+				c := counts[w]
+				mu.Unlock()
+				if c >= total {
+					return
+				}
+			}
+		}(w)
+	}
+	ready.Wait()
+	interval := time.Second / time.Duration(*rate)
+	t0 := time.Now()
+	for i := 0; i < total; i++ {
+		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		k := fmt.Sprintf("%s%08d", *prefix, i)
+		if _, err := writer.Put(ctx, k, "v"); err != nil {
+			fail("put: %v", err)
+		}
+		mu.Lock()
+		acked[k] = time.Now()
+		mu.Unlock()
+	}
+	wrote := time.Since(t0)
+	finished := make(chan struct{})
+	go func() { done.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+	}
+	cancel()
+	mu.Lock()
+	defer mu.Unlock()
+	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
+	q := func(p float64) float64 {
+		if len(lags) == 0 {
+			return 0
+		}
+		return float64(lags[int(p*float64(len(lags)-1))].Microseconds()) / 1000
+	}
+	complete := 0
+	for _, c := range counts {
+		if c >= total {
+			complete++
+		}
+	}
+	emit(map[string]interface{}{
+		"watchers": *watchers, "writes": total, "writes_per_s": float64(total) / wrote.Seconds(),
+		"watchers_complete": complete, "events": len(lags),
+		"lag_p50_ms": q(0.5), "lag_p99_ms": q(0.99), "lag_max_ms": q(1),
+	})
+}
+
 func main() {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -191,6 +293,8 @@ func main() {
 		txnRace(ctx, c)
 	case "watch":
 		watch(ctx)
+	case "watch-bench":
+		watchBench(ctx)
 	case "get":
 		c := client(strings.Split(*endpoints, ","))
 		defer c.Close()
