@@ -9,6 +9,7 @@ import type {
   HealthClient as HealthClientType,
   KvClient as KvClientType,
 } from "./messages.ts";
+import { decodeRangeResponse } from "./kv_codec.ts";
 import { adminServiceDefinition, healthServiceDefinition, kvServiceDefinition } from "./proto.ts";
 
 function constructor<C extends grpc.Client>(
@@ -18,8 +19,21 @@ function constructor<C extends grpc.Client>(
   return grpc.makeGenericClientConstructor(definition, name) as unknown as ClientConstructor<C>;
 }
 
+/** api.KV with Range responses decoded by the hand-written codec (kv_codec.ts). */
+function withFastRange(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const range = definition.Range;
+  if (!range) return definition;
+  return {
+    ...definition,
+    Range: { ...range, responseDeserialize: (bytes: Uint8Array) => decodeRangeResponse(bytes) },
+  };
+}
+
 /** `new KvClient(address, credentials)`: a typed client of api.KV. */
-export const KvClient: ClientConstructor<KvClientType> = constructor(kvServiceDefinition, "api.KV");
+export const KvClient: ClientConstructor<KvClientType> = constructor(
+  withFastRange(kvServiceDefinition),
+  "api.KV",
+);
 /** `new AdminClient(address, credentials)`: a typed client of api.Admin. */
 export const AdminClient: ClientConstructor<AdminClientType> = constructor(
   adminServiceDefinition,

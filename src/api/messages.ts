@@ -70,6 +70,25 @@ export interface ListRequest {
   consistency: Consistency;
 }
 
+/** api.RangeRequest: one page of a paged read; the next starts at the last `next_key`. */
+export interface RangeRequest {
+  prefix: string;
+  /** Inclusive lower bound. */
+  start: string;
+  /** At most this many entries in this page; 0 = as many as fit the server's page. */
+  limit: number;
+  consistency: Consistency;
+}
+
+/** api.RangeResponse: one page of entries in key order. */
+export interface RangeResponse {
+  kvs: GetResponse[];
+  /** Keys after this page may match: ask again with `start = next_key`. */
+  more: boolean;
+  /** The first key not yet examined ("" when `more` is false). */
+  next_key: string;
+}
+
 /** api.Server: one Raft server. */
 export interface Server {
   id: string;
@@ -192,6 +211,7 @@ export interface KvClient extends grpc.Client {
   GetServers: UnaryMethod<Empty, GetServersResponse>;
   Append: UnaryMethod<AppendRequest, AppendResponse>;
   CompareAndSet: UnaryMethod<CompareAndSetRequest, CompareAndSetResponse>;
+  Range: UnaryMethod<RangeRequest, RangeResponse>;
 }
 
 /** A typed grpc-js client of api.Admin. */

@@ -15,4 +15,18 @@ export {
 } from "./proto.ts";
 export { AdminClient, HealthClient, KvClient } from "./clients.ts";
 export { ETCD_KV_PROTO, ETCD_RPC_PROTO } from "./etcd_proto.ts";
+export {
+  decodeGetResponse,
+  decodeRangeResponse,
+  encodeGetResponse,
+  type GetResponseSize,
+  GRPC_FRAME_HEADER_BYTES,
+  type KvWireEntry,
+  type RangePage,
+  RangeResponseWriter,
+  sizeGetResponse,
+  WireFormatError,
+  writeFrameHeader,
+  writeGetResponse,
+} from "./kv_codec.ts";
 export type * from "./messages.ts";

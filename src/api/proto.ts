@@ -41,6 +41,10 @@ service KV {
   // Stores value only if the key's current value (has_expect_value) or version matches;
   // expect_version 0 means the key must not exist.
   rpc CompareAndSet(CompareAndSetRequest) returns (CompareAndSetResponse) {}
+  // Many entries per response, in key order (etcd's Range, paged): at most limit entries (0: as
+  // many as fit the server's page), each page one consistent view at or after its own read
+  // index. When more is true, ask again with start = next_key. Authorized per key as List is.
+  rpc Range(RangeRequest) returns (RangeResponse) {}
 }
 
 // Cluster administration, served on the same port; every RPC needs the "admin" action except
@@ -176,6 +180,23 @@ message TransferLeadershipResponse {
 
 message SnapshotChunk {
   bytes data = 1;
+}
+
+message RangeRequest {
+  string prefix = 1;
+  // Inclusive lower bound; the next page starts at the previous response's next_key.
+  string start = 2;
+  // At most this many entries in this response; 0 = as many as fit the server's page.
+  uint32 limit = 3;
+  Consistency consistency = 4;
+}
+
+message RangeResponse {
+  repeated GetResponse kvs = 1;
+  // True when keys after this page may match: ask again with start = next_key.
+  bool more = 2;
+  // The first key not yet examined (empty when more is false).
+  string next_key = 3;
 }
 `;
 

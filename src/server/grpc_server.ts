@@ -27,6 +27,7 @@ import {
   DEFAULT_MAX_KEY_BYTES,
   DEFAULT_MAX_VALUE_BYTES,
   type KvServiceOptions,
+  withPreEncodedResponses,
 } from "./kv_service.ts";
 
 /** Extra room above key + value for the rest of a request message. */
@@ -124,7 +125,7 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   });
   interceptors.push(identityInterceptor(server));
   const { kv, admin } = createKvServiceHandlers(options);
-  server.addService(withWireCheck(kvServiceDefinition), kv);
+  server.addService(withPreEncodedResponses(withWireCheck(kvServiceDefinition)), kv);
   server.addService(withWireCheck(adminServiceDefinition), admin);
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));
   if (options.etcd) {

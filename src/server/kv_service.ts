@@ -4,6 +4,7 @@
  * status.ts maps them.
  */
 import { setImmediate } from "node:timers";
+import { Buffer } from "node:buffer";
 import * as grpc from "@grpc/grpc-js";
 import type { PeerIdentities } from "./http2_guard.ts";
 import type {
@@ -21,12 +22,20 @@ import type {
   ListRequest,
   MembersResponse,
   MessageInput,
+  RangeRequest,
   RemoveServerRequest,
   SetRequest,
   SetResponse,
   SnapshotChunk,
   TransferLeadershipRequest,
   TransferLeadershipResponse,
+} from "../api/mod.ts";
+import {
+  type GetResponseSize,
+  RangeResponseWriter,
+  sizeGetResponse,
+  writeFrameHeader,
+  writeGetResponse,
 } from "../api/mod.ts";
 import {
   ClientIdTooLargeError,
@@ -58,6 +67,23 @@ export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
  * never stops Raft ticks, other requests or I/O.
  */
 export const LIST_YIELD_KEYS = 1024;
+/**
+ * Bytes of framed GetResponse messages a List gathers before one write to its HTTP/2 stream:
+ * many messages per write (and per DATA frame) instead of one write per key.
+ */
+export const LIST_BATCH_BYTES = 64 * 1024;
+/**
+ * Most bytes a List leaves queued in its HTTP/2 stream: beyond, it waits for 'drain' before
+ * reading more of the store, so a slow client costs the node at most this plus one batch.
+ */
+export const LIST_MAX_BUFFERED_BYTES = 1024 * 1024;
+/** Bytes of entries one Range response carries at most (a single larger entry goes alone). */
+export const RANGE_PAGE_BYTES = 2 * 1024 * 1024;
+/**
+ * Keys one Range response examines at most (sent or skipped by authorization); a page is
+ * built in one event-loop turn, so this bounds the turn.
+ */
+export const RANGE_PAGE_EXAMINED_KEYS = 16 * 1024;
 /** Size of the chunks Admin.Snapshot streams. */
 export const SNAPSHOT_CHUNK_BYTES = 256 * 1024;
 
@@ -117,6 +143,11 @@ export interface KvServiceOptions {
    * consulted when grpc-js cannot see the TLS socket itself.
    */
   readonly identities?: PeerIdentities;
+  /**
+   * Tests only: List writes one message object per entry through grpc-js (the fallback path)
+   * instead of framed batches on the HTTP/2 stream.
+   */
+  readonly listObjectWrites?: boolean;
 }
 
 /** Handlers ready for `server.addService(kvServiceDefinition, kv)` and the Admin service. */
@@ -170,6 +201,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
   /** Fields every command from this edge carries: its clock and the limits it must respect. */
   const stamp = () => ({ timeMs: nowMs(), clockSource, maxValueBytes, quotaBytes });
   const authorize = options.authorize;
+  const forceObjectWrites = options.listObjectWrites ?? false;
   const onRequest = options.onRequest ?? ((info: RequestInfo) => {
     if (info.code === grpc.status.INTERNAL) {
       console.error(`mokv: ${info.method} failed:`, info.error);
@@ -236,6 +268,66 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
     } catch (hookError) {
       console.error("mokv: onRequest hook threw:", hookError);
     }
+  }
+
+  /** Prefix and start bounds are keys too: oversized ones are refused before any read. */
+  function checkBounds(req: { prefix: string; start: string }): Authz {
+    for (const bound of [req.prefix, req.start]) {
+      if (bound.length * 3 > maxKeyBytes) {
+        const sizeBytes = encoder.encode(bound).length;
+        if (sizeBytes > maxKeyBytes) throw new KeyTooLargeError(sizeBytes, maxKeyBytes);
+      }
+    }
+    return { action: "consume", object: req.prefix === "" ? "*" : req.prefix };
+  }
+
+  /**
+   * List: after validation, authorization and one read barrier (one read index for the whole
+   * stream), entries are encoded by hand into batches of many framed messages written straight
+   * to the HTTP/2 stream, waiting for 'drain' whenever more than LIST_MAX_BUFFERED_BYTES are
+   * queued. When grpc-js's stream cannot be reached, it falls back to one call.write per entry.
+   */
+  function listHandler(): grpc.handleServerStreamingCall<ListRequest, MessageInput<GetResponse>> {
+    const method = "/api.KV/List";
+    return (call) => {
+      const startedMs = performance.now();
+      const subject = subjectOf(call, options.identities);
+      const req = call.request;
+      const done = watchCall(call);
+      (async () => {
+        await check(subject, checkBounds(req));
+        await backend.readBarrier(consistencyOf(req.consistency));
+        if (done.cancelled) throw new CancelledError();
+        // An allowed prefix does not make every key under it allowed (an exact-key rule, or a
+        // pattern narrower than the prefix): each key is checked, and `limit` counts only the
+        // keys sent, so a short page still means the end.
+        const allowed = authorize ? (key: string) => authorize(subject, key, "consume") : undefined;
+        const entries = backend.reader.list({
+          prefix: req.prefix,
+          start: req.start,
+          ...(allowed ? {} : { limit: req.limit }),
+        });
+        const sink = forceObjectWrites ? undefined : rawSink(call, done);
+        if (sink) await writeFramed(sink, entries, allowed, req.limit, done);
+        else await writeObjects(call, entries, allowed, req.limit, done);
+        if (done.cancelled) throw new CancelledError();
+      })().then(
+        () => {
+          done.release();
+          call.end();
+          report(method, startedMs, subject);
+        },
+        (error: unknown) => {
+          done.release();
+          if (done.cancelled) {
+            report(method, startedMs, subject, error, grpc.status.CANCELLED);
+          } else {
+            call.emit("error", toGrpcStatus(error));
+            report(method, startedMs, subject, error);
+          }
+        },
+      );
+    };
   }
 
   // `validate` looks at the request only, never at state; `handle` runs after authorization,
@@ -365,33 +457,16 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
         return { ok: result.ok, version: result.version, existed: result.existed ?? false };
       },
     ),
-    List: stream<ListRequest, GetResponse>(
-      "/api.KV/List",
-      (req) => {
-        for (const bound of [req.prefix, req.start]) {
-          const sizeBytes = encoder.encode(bound).length;
-          if (sizeBytes > maxKeyBytes) throw new KeyTooLargeError(sizeBytes, maxKeyBytes);
-        }
-        return { action: "consume", object: req.prefix === "" ? "*" : req.prefix };
-      },
-      async (req, subject, isCancelled) => {
+    List: listHandler(),
+    Range: unary<RangeRequest, Uint8Array>(
+      "/api.KV/Range",
+      (req) => checkBounds(req),
+      async (req, subject) => {
         await backend.readBarrier(consistencyOf(req.consistency));
-        if (!authorize) {
-          return allowedEntries(
-            backend.reader.list({ prefix: req.prefix, start: req.start, limit: req.limit }),
-            undefined,
-            req.limit,
-            isCancelled,
-          );
-        }
-        // An allowed prefix does not make every key under it allowed (an exact-key rule, or a
-        // pattern narrower than the prefix): each key is checked, and `limit` counts only the
-        // keys sent, so a short page still means the end.
-        return allowedEntries(
-          backend.reader.list({ prefix: req.prefix, start: req.start }),
-          (key) => authorize(subject, key, "consume"),
-          req.limit,
-          isCancelled,
+        return rangePage(
+          backend.reader,
+          req,
+          authorize ? (key) => authorize(subject, key, "consume") : undefined,
         );
       },
     ),
@@ -540,34 +615,243 @@ function nextMacrotask(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-function toGetResponse(e: ListItem): MessageInput<GetResponse> {
-  return { key: e.key, value: e.value, version: e.version };
+/** A per-key read decision (absent: everything allowed). */
+type Allowed = ((key: string) => boolean | Promise<boolean>) | undefined;
+
+/** Whether `allowed` accepts `key`, without a microtask when the decision is synchronous. */
+function isAllowed(allowed: Allowed, key: string): boolean | Promise<boolean> {
+  return allowed === undefined ? true : allowed(key);
+}
+
+/** The end of a streaming call: cancelled by the client, or closed. */
+interface CallWatch {
+  readonly cancelled: boolean;
+  /** Resolves the pending {@link CallWatch.wait}, if any. */
+  wake(): void;
+  /** A promise the next wake() (drain, cancel, close) resolves. */
+  wait(): Promise<void>;
+  /** Drops the listeners. */
+  release(): void;
+}
+
+function watchCall(call: grpc.ServerWritableStream<unknown, unknown>): CallWatch {
+  let cancelled = false;
+  let waiter: (() => void) | undefined;
+  const wake = () => {
+    const w = waiter;
+    waiter = undefined;
+    w?.();
+  };
+  const onCancel = () => {
+    cancelled = true;
+    wake();
+  };
+  call.once("cancelled", onCancel);
+  call.once("close", wake);
+  call.once("error", wake);
+  return {
+    get cancelled() {
+      return cancelled;
+    },
+    wake,
+    wait: () => new Promise<void>((resolve) => (waiter = resolve)),
+    release() {
+      call.off("cancelled", onCancel);
+      call.off("close", wake);
+      call.off("error", wake);
+      wake();
+    },
+  };
+}
+
+/** Where framed messages go: `write` answers whether the caller must wait before more. */
+interface FrameSink {
+  write(bytes: Uint8Array): Promise<void> | undefined;
+}
+
+/** The part of an HTTP/2 stream the framed List writer uses. */
+interface RawHttp2Stream {
+  write(chunk: Uint8Array): boolean;
+  readonly writableLength: number;
+  on(event: "drain", listener: () => void): unknown;
+  off(event: "drain", listener: () => void): unknown;
+  respond: unknown;
 }
 
 /**
- * The entries whose key `allowed` accepts (all of them without `allowed`), at most `limit` of
- * them (0: no limit). Every {@link LIST_YIELD_KEYS} keys examined it yields a macrotask and
- * stops once the client has gone, so a scan over keys the subject may not read is bounded per
- * event-loop turn and never outlives its request.
+ * The HTTP/2 stream under a grpc-js server call (library boundary: grpc-js has no public
+ * accessor). It walks `call.call` and the interceptors' `nextCall` to grpc-js's base call and
+ * takes its `stream`; undefined when that shape is not found, and List falls back to objects.
  */
-async function* allowedEntries(
+function http2StreamOf(call: unknown): RawHttp2Stream | undefined {
+  let c = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 16 && c !== null && typeof c === "object"; depth++) {
+    const stream = (c as { stream?: Partial<RawHttp2Stream> }).stream;
+    if (
+      stream && typeof stream.write === "function" && typeof stream.respond === "function" &&
+      typeof stream.on === "function" && typeof stream.writableLength === "number"
+    ) {
+      return stream as RawHttp2Stream;
+    }
+    c = (c as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+/**
+ * A sink writing whole gRPC messages straight to the call's HTTP/2 stream, after grpc-js sent
+ * the response headers; grpc-js still ends the call (trailers follow the data in order).
+ */
+function rawSink(
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  done: CallWatch,
+): FrameSink | undefined {
+  const stream = http2StreamOf(call);
+  if (!stream) return undefined;
+  call.sendMetadata(new grpc.Metadata());
+  stream.on("drain", done.wake);
+  call.once("finish", () => stream.off("drain", done.wake));
+  return {
+    write(bytes) {
+      const ok = stream.write(bytes);
+      if (ok || stream.writableLength <= LIST_MAX_BUFFERED_BYTES || done.cancelled) {
+        return undefined;
+      }
+      return done.wait();
+    },
+  };
+}
+
+/**
+ * Encodes the allowed entries (at most `limit`, 0: all) as framed GetResponse messages, in
+ * batches of about LIST_BATCH_BYTES, into `sink`. Every LIST_YIELD_KEYS keys examined it
+ * yields a macrotask and stops once the client has gone, so a scan over keys the subject may
+ * not read is bounded per event-loop turn and never outlives its request.
+ */
+async function writeFramed(
+  sink: FrameSink,
   entries: Iterable<ListItem>,
-  allowed: ((key: string) => boolean | Promise<boolean>) | undefined,
+  allowed: Allowed,
   limit: number,
-  isCancelled: () => boolean,
-): AsyncGenerator<MessageInput<GetResponse>> {
+  done: CallWatch,
+): Promise<void> {
+  const size: GetResponseSize = { keyBytes: 0, bodyBytes: 0 };
+  let buf = Buffer.allocUnsafe(LIST_BATCH_BYTES);
+  let at = 0;
   let sent = 0;
   let examined = 0;
+  const flush = async () => {
+    if (at === 0) return;
+    const wait = sink.write(buf.subarray(0, at));
+    buf = Buffer.allocUnsafe(LIST_BATCH_BYTES);
+    at = 0;
+    if (wait) await wait;
+  };
   for (const e of entries) {
-    if (limit > 0 && sent >= limit) return;
+    if (limit > 0 && sent >= limit) break;
     if (++examined % LIST_YIELD_KEYS === 0) {
+      await flush();
       await nextMacrotask();
-      if (isCancelled()) return;
+      if (done.cancelled) return;
     }
-    if (allowed && !(await allowed(e.key))) continue;
+    let ok = isAllowed(allowed, e.key);
+    if (typeof ok !== "boolean") ok = await ok;
+    if (!ok) continue;
+    const body = sizeGetResponse(e, size);
+    const need = 5 + body;
+    if (at + need > buf.length) {
+      await flush();
+      if (done.cancelled) return;
+      if (need > buf.length) buf = Buffer.allocUnsafe(need);
+    }
+    at = writeFrameHeader(buf, at, body);
+    at = writeGetResponse(buf, at, e, size);
     sent++;
-    yield toGetResponse(e);
   }
+  await flush();
+}
+
+/** The fallback: one message object per entry through grpc-js, with the same bounds. */
+async function writeObjects(
+  call: grpc.ServerWritableStream<unknown, MessageInput<GetResponse>>,
+  entries: Iterable<ListItem>,
+  allowed: Allowed,
+  limit: number,
+  done: CallWatch,
+): Promise<void> {
+  let sent = 0;
+  let examined = 0;
+  call.on("drain", done.wake);
+  try {
+    for (const e of entries) {
+      if (limit > 0 && sent >= limit) return;
+      if (++examined % LIST_YIELD_KEYS === 0) {
+        await nextMacrotask();
+        if (done.cancelled) return;
+      }
+      let ok = isAllowed(allowed, e.key);
+      if (typeof ok !== "boolean") ok = await ok;
+      if (!ok) continue;
+      sent++;
+      if (!call.write({ key: e.key, value: e.value, version: e.version })) {
+        await done.wait();
+        if (done.cancelled) return;
+      }
+    }
+  } finally {
+    call.off("drain", done.wake);
+  }
+}
+
+/**
+ * One Range page, encoded by hand: the allowed entries from `start` (at most `limit`, 0: as
+ * many as fit RANGE_PAGE_BYTES), examining at most RANGE_PAGE_EXAMINED_KEYS keys. With a
+ * synchronous `allowed` (mokv's Casbin authorizer) the page is built in one pass with no await,
+ * so it is one consistent view of the state; `next_key` is the first key not examined.
+ */
+async function rangePage(
+  reader: KvBackend["reader"],
+  req: RangeRequest,
+  allowed: Allowed,
+): Promise<Uint8Array> {
+  const out = new RangeResponseWriter();
+  const limit = req.limit > 0 ? req.limit : Infinity;
+  let examined = 0;
+  for (const e of reader.list({ prefix: req.prefix, start: req.start })) {
+    if (
+      out.count >= limit || examined >= RANGE_PAGE_EXAMINED_KEYS ||
+      (out.count > 0 && out.sizeBytes + out.bytesFor(e) > RANGE_PAGE_BYTES)
+    ) {
+      return out.finish(true, e.key);
+    }
+    examined++;
+    let ok = isAllowed(allowed, e.key);
+    if (typeof ok !== "boolean") ok = await ok;
+    if (ok) out.add(e);
+  }
+  return out.finish(false, "");
+}
+
+/**
+ * `definition` with api.KV/Range's response serializer taking the bytes {@link rangePage}
+ * encoded as they are (message objects still go through protobufjs).
+ */
+export function withPreEncodedResponses(
+  definition: grpc.ServiceDefinition,
+): grpc.ServiceDefinition {
+  const range = definition.Range;
+  if (!range) return definition;
+  const encode = range.responseSerialize;
+  return {
+    ...definition,
+    Range: {
+      ...range,
+      responseSerialize: (value: unknown) =>
+        value instanceof Uint8Array
+          ? Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+          : encode(value),
+    },
+  };
 }
 
 function* chunks(bytes: Uint8Array, sizeBytes: number): Generator<MessageInput<SnapshotChunk>> {

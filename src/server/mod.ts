@@ -13,10 +13,15 @@ export {
   DEFAULT_MAX_VALUE_BYTES,
   type KvServiceHandlers,
   type KvServiceOptions,
+  LIST_BATCH_BYTES,
+  LIST_MAX_BUFFERED_BYTES,
   LIST_YIELD_KEYS,
+  RANGE_PAGE_BYTES,
+  RANGE_PAGE_EXAMINED_KEYS,
   type RequestInfo,
   SNAPSHOT_CHUNK_BYTES,
   subjectOf,
+  withPreEncodedResponses,
 } from "./kv_service.ts";
 export { createHealthHandlers, HEALTH_SERVICES, type HealthServiceOptions } from "./health.ts";
 export {
