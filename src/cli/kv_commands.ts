@@ -119,24 +119,30 @@ const cas: Command = {
   },
 };
 
+/** Characters of `kv list` output gathered before one write to stdout. */
+const OUTPUT_CHUNK_CHARS = 64 * 1024;
+
 const list: Command = {
   words: ["kv", "list"],
   synopsis: "[PREFIX]",
   summary: "print keys and values in key order",
   details: 'Prints "KEY<TAB>VALUE" lines (or KEY lines with --keys-only); --json prints one ' +
-    'object {"entries": [...], "count": N}.',
+    'object {"entries": [...], "count": N}. Reads page by page with the Range RPC (each page ' +
+    "one consistent view); --stream uses the List stream instead (one read index for all).",
   flags: {
     ...STALE,
     start: { type: "string", arg: "KEY", doc: "first key (inclusive)" },
     limit: { type: "string", arg: "N", doc: "at most N entries (default all)" },
     "keys-only": { type: "boolean", doc: "print keys only" },
+    stream: { type: "boolean", doc: "read with the List stream instead of Range pages" },
   },
   minArgs: 0,
   maxArgs: 1,
   async run(ctx) {
     const client = await ctx.client();
     const start = stringFlag(ctx.flags, "start");
-    const entries = client.list({
+    const read = boolFlag(ctx.flags, "stream") ? client.listStream : client.list;
+    const entries = read.call(client, {
       prefix: ctx.args[0] ?? "",
       ...(start !== undefined ? { start } : {}),
       limit: intFlag(ctx.flags, "limit", 0, 0, 0xffff_ffff),
@@ -145,15 +151,22 @@ const list: Command = {
     const keysOnly = boolFlag(ctx.flags, "keys-only");
     const out: unknown[] = [];
     const decoder = new TextDecoder();
+    // Lines are gathered and written in chunks: one write per line costs a syscall each.
+    let text = "";
     for await (const e of entries) {
       if (ctx.json) {
         out.push(
           keysOnly ? { key: e.key } : { key: e.key, ...jsonValue(e.value), version: e.version },
         );
       } else {
-        ctx.io.out(keysOnly ? `${e.key}\n` : `${e.key}\t${decoder.decode(e.value)}\n`);
+        text += keysOnly ? `${e.key}\n` : `${e.key}\t${decoder.decode(e.value)}\n`;
+        if (text.length >= OUTPUT_CHUNK_CHARS) {
+          ctx.io.out(text);
+          text = "";
+        }
       }
     }
+    if (text !== "") ctx.io.out(text);
     if (ctx.json) ctx.io.out(json({ entries: out, count: out.length }));
     return ExitCode.OK;
   },

@@ -11,6 +11,7 @@ export {
   type ListOptions,
   type MemberEntry,
   MokvClient,
+  type RangePageResult,
   type ReadConsistency,
   type ReadOptions,
   type ServerEntry,

@@ -27,7 +27,7 @@ import {
   type TlsMaterialText,
 } from "./options.ts";
 import { type KnownServer, Picker, type Route } from "./picker.ts";
-import { isServiceError, leaderHintOf, toClientError } from "./rpc_error.ts";
+import { errorCode, isServiceError, leaderHintOf, toClientError } from "./rpc_error.ts";
 import { type SessionLease, SessionPool } from "./session_pool.ts";
 
 /** Read consistency: "linearizable" (default; ReadIndex) or "stale" (local state at once). */
@@ -56,6 +56,16 @@ export interface ListOptions extends ReadOptions {
   readonly start?: string;
   /** At most this many entries; 0 or absent = all. */
   readonly limit?: number;
+}
+
+/** One page of {@link MokvClient.range}. */
+export interface RangePageResult {
+  /** The entries of this page, in key order. */
+  readonly entries: KvEntry[];
+  /** More keys may follow: ask again with `start: nextKey`. */
+  readonly more: boolean;
+  /** The first key not yet examined ("" when `more` is false). */
+  readonly nextKey: string;
 }
 
 /** Result of a write that stores a value. */
@@ -457,11 +467,79 @@ export class MokvClient {
   }
 
   /**
-   * Streams entries in key order. A stream broken by a retryable error resumes after the last
+   * One page of entries in key order (the Range RPC: many entries per response): at most
+   * `limit` (0: as many as fit the server's page). Each page is one consistent view, read with
+   * `consistency` on its own; continue with `start: nextKey` while `more`.
+   */
+  range(options: ListOptions = {}): Promise<RangePageResult> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const request = {
+      prefix: options.prefix ?? "",
+      start: options.start ?? "",
+      limit: options.limit ?? 0,
+      consistency: wire(options.consistency),
+    };
+    return this.#call("follower", "read", true, async (conn) => {
+      const r = await unary(conn.kv, conn.kv.Range, request, timeoutMs);
+      return { entries: r.kvs, more: r.more, nextKey: r.next_key };
+    });
+  }
+
+  /**
+   * Every entry in key order (at most `limit`), read page by page with {@link range}; the next
+   * page is asked for before the entries of the current one are handed out. Each page is
+   * linearizable on its own (with the default consistency), the listing as a whole is not one
+   * snapshot. A server without Range (UNIMPLEMENTED) is read with the List stream instead.
+   */
+  async *list(options: ListOptions = {}): AsyncGenerator<KvEntry, void, undefined> {
+    const prefix = options.prefix ?? "";
+    const consistency = options.consistency;
+    let remaining = options.limit ?? 0;
+    let pageStart = options.start ?? "";
+    let page: Promise<RangePageResult> = this.range({
+      prefix,
+      start: pageStart,
+      limit: remaining,
+      ...(consistency ? { consistency } : {}),
+    });
+    try {
+      for (;;) {
+        let current: RangePageResult;
+        try {
+          current = await page;
+        } catch (error) {
+          if (errorCode(error) !== "UNIMPLEMENTED") throw error;
+          yield* this.listStream({ ...options, start: pageStart, limit: remaining });
+          return;
+        }
+        if (remaining > 0) remaining -= current.entries.length;
+        const more = current.more && !(options.limit && remaining <= 0);
+        if (more) {
+          pageStart = current.nextKey;
+          page = this.range({
+            prefix,
+            start: current.nextKey,
+            limit: remaining,
+            ...(consistency ? { consistency } : {}),
+          });
+          // A consumer that stops early must not leave a rejection unhandled.
+          page.catch(() => {});
+        }
+        yield* current.entries;
+        if (!more) return;
+      }
+    } finally {
+      page.catch(() => {});
+    }
+  }
+
+  /**
+   * Streams entries in key order with the List RPC (one read index for the whole stream). A
+   * stream broken by a retryable error resumes after the last
    * key received (on any node), so a linearizable listing that needed a retry is linearizable
    * per part, not as a whole. Breaking out of the loop cancels the stream.
    */
-  async *list(options: ListOptions = {}): AsyncGenerator<KvEntry, void, undefined> {
+  async *listStream(options: ListOptions = {}): AsyncGenerator<KvEntry, void, undefined> {
     const prefix = options.prefix ?? "";
     let start = options.start ?? "";
     let remaining = options.limit ?? 0;
