@@ -38,6 +38,12 @@ import { RemoteError } from "./transport.ts";
 
 /** Writes waiting for commit on the leader, and reads waiting for a ReadIndex, at most. */
 const MAX_PENDING_PROPOSALS = 16_384;
+/**
+ * Bytes of writes waiting for commit on the leader, at most (etcd's uncommitted-entries
+ * limit): beyond, writes are refused as retryable, so no producer can fill a node's memory
+ * with large pending proposals whatever their count.
+ */
+export const MAX_PENDING_PROPOSAL_BYTES = 64 * 1024 * 1024;
 const MAX_PENDING_READS = 16_384;
 
 /** A node within this many entries of the commit index counts as caught up (health). */
@@ -101,6 +107,8 @@ export interface ReplicationOptions<R> {
 
 interface PendingProposal<R> {
   readonly term: number;
+  /** The command's size, counted against MAX_PENDING_PROPOSAL_BYTES until it settles. */
+  readonly bytes?: number;
   readonly startedMs: number;
   readonly deadlineMs: number;
   /** `undefined` for an entry without a command (a configuration change). */
@@ -139,6 +147,8 @@ export class ReplicationHost<R> {
   private fatal: Error | undefined;
 
   private proposals = new Map<number, PendingProposal<R>>();
+  /** Sum of `bytes` over `proposals`. */
+  private pendingProposalBytes = 0;
   private readQueue: ReadWaiter[] = [];
   private readRetry: ReadWaiter[] = [];
   private readInFlight: { context: number; sentTick: number; waiters: ReadWaiter[] } | undefined;
@@ -244,7 +254,7 @@ export class ReplicationHost<R> {
     }
     const err = new UnavailableError("node is shutting down");
     for (const p of this.proposals.values()) p.reject(err);
-    this.proposals.clear();
+    this.forgetAllProposals();
     this.failReads(err);
     await this.transport.close();
   }
@@ -332,6 +342,16 @@ export class ReplicationHost<R> {
       // Back-pressure instead of an unbounded queue: the client retries later.
       throw new UnavailableError(`too many writes in flight (${MAX_PENDING_PROPOSALS}); retry`);
     }
+    if (
+      this.pendingProposalBytes > 0 &&
+      this.pendingProposalBytes + data.length > MAX_PENDING_PROPOSAL_BYTES
+    ) {
+      const err = new UnavailableError(
+        `too many bytes of writes in flight (over ${MAX_PENDING_PROPOSAL_BYTES}); retry`,
+      );
+      (err as RetryableMarker).notApplied = true;
+      throw err;
+    }
     let index: number, term: number;
     try {
       ({ index, term } = this.raft.propose(data));
@@ -343,6 +363,7 @@ export class ReplicationHost<R> {
     return new Promise((resolve, reject) => {
       this.trackProposal(index, {
         term,
+        bytes: data.length,
         startedMs: this.clock.now(),
         deadlineMs,
         resolve: (r) => {
@@ -364,10 +385,24 @@ export class ReplicationHost<R> {
     if (old) {
       const err = new UnavailableError("leadership changed before the write committed; retry");
       (err as RetryableMarker).notApplied = true;
+      this.forgetProposal(index);
       old.reject(err);
     }
     this.proposals.set(index, p);
+    this.pendingProposalBytes += p.bytes ?? 0;
     this.wake();
+  }
+
+  private forgetProposal(index: number): void {
+    const p = this.proposals.get(index);
+    if (!p) return;
+    this.proposals.delete(index);
+    this.pendingProposalBytes -= p.bytes ?? 0;
+  }
+
+  private forgetAllProposals(): void {
+    this.proposals.clear();
+    this.pendingProposalBytes = 0;
   }
 
   /** Leader only: proposes a membership change and waits until it is applied. */
@@ -642,7 +677,7 @@ export class ReplicationHost<R> {
     const err = new UnavailableError("request timed out waiting for the cluster; retry");
     for (const [index, p] of this.proposals) {
       if (p.deadlineMs < now) {
-        this.proposals.delete(index);
+        this.forgetProposal(index);
         p.reject(err);
       }
     }
@@ -681,7 +716,7 @@ export class ReplicationHost<R> {
         this.clock.clearInterval(this.timer);
         const unavailable = new UnavailableError(`node failed: ${this.fatal.message}`);
         for (const p of this.proposals.values()) p.reject(unavailable);
-        this.proposals.clear();
+        this.forgetAllProposals();
         this.failReads(unavailable);
         for (const l of this.fatalListeners) l(this.fatal);
       }
@@ -755,7 +790,7 @@ export class ReplicationHost<R> {
     });
     for (const [index, p] of this.proposals) {
       if (index <= snap.meta.index) {
-        this.proposals.delete(index);
+        this.forgetProposal(index);
         p.reject(new UnavailableError("leadership changed; outcome unknown, retry"));
       }
     }
@@ -801,7 +836,7 @@ export class ReplicationHost<R> {
     }
     const p = this.proposals.get(e.index);
     if (!p) return;
-    this.proposals.delete(e.index);
+    this.forgetProposal(e.index);
     if (p.term === e.term) {
       this.hooks.onProposalCommitted?.((this.clock.now() - p.startedMs) / 1000);
       p.resolve(result);

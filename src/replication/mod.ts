@@ -3,7 +3,12 @@
  * collaborators in through, and the production implementations (Deno KV storage, the TLS
  * peer transport, the system clock).
  */
-export { type ReplicationHooks, ReplicationHost, type ReplicationOptions } from "./host.ts";
+export {
+  MAX_PENDING_PROPOSAL_BYTES,
+  type ReplicationHooks,
+  ReplicationHost,
+  type ReplicationOptions,
+} from "./host.ts";
 export type {
   Clock,
   LogStore,
