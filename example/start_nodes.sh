@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG_DIR="${MOKV_CONFIG_DIR:-$HOME/.mokv}"
-if [[ ! -f "$CONFIG_DIR/server.pem" || ! -f "$CONFIG_DIR/root-client.pem" ||
+if [[ ! -f "$CONFIG_DIR/node-1.pem" || ! -f "$CONFIG_DIR/root-client.pem" ||
   ! -f "$CONFIG_DIR/gossip.key" ]]; then
   echo "making certificates and the gossip key in $CONFIG_DIR"
   bash certs/gencert.sh

@@ -245,6 +245,49 @@ Deno.test("gencert.sh keeps existing certificates and remakes them with --force"
     assert(await Deno.readTextFile(`${dir}/server.pem`) !== before, "--force must remake certs");
   } finally {
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(`${dir}-ca`, { recursive: true }).catch(() => undefined);
+  }
+});
+
+Deno.test("gencert.sh keeps the CA key out of the config directory; one key per node; one year", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mokv-gencert-" });
+  try {
+    // An older layout: the CA key next to the certificates is moved out on the next run.
+    const first = await gencert(dir, []);
+    assert(first.code === 0, first.text);
+    const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
+    assert(!(await exists(`${dir}/ca-key.pem`)), "no CA key where nodes and the CLI read");
+    assert(await exists(`${dir}-ca/ca-key.pem`), "the CA key in the -ca directory");
+    assert(((await Deno.stat(`${dir}-ca`)).mode! & 0o077) === 0, "the CA directory is private");
+    await Deno.rename(`${dir}-ca/ca-key.pem`, `${dir}/ca-key.pem`);
+    const again = await gencert(dir, []);
+    assert(again.code === 0 && again.text.includes("moved the CA key"), again.text);
+    assert(!(await exists(`${dir}/ca-key.pem`)), "moved out again");
+    const keys = new Set<string>();
+    for (const n of [1, 2, 3]) keys.add(await Deno.readTextFile(`${dir}/node-${n}-key.pem`));
+    assert(keys.size === 3, "every node certificate has its own key");
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "x509",
+        "-in",
+        `${dir}/node-1.pem`,
+        "-noout",
+        "-enddate",
+        "-subject",
+        "-ext",
+        "extendedKeyUsage",
+      ],
+      stdout: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const end = new Date(text.match(/notAfter=(.*)/)![1]);
+    const days = (end.getTime() - Date.now()) / 86_400_000;
+    assert(days > 360 && days < 367, `valid for about a year, not ten (${days.toFixed(0)} days)`);
+    assert(text.includes("CN = mokv-server"), "the peers' allowed CN");
+    assert(text.includes("TLS Web Server Authentication"), "server auth for the port");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(`${dir}-ca`, { recursive: true }).catch(() => undefined);
   }
 });
 

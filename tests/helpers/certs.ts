@@ -51,10 +51,12 @@ export function makeTestCerts(): Promise<TestCerts> {
 async function generate(): Promise<TestCerts> {
   const dir = await Deno.makeTempDir({ prefix: "mokv-certs-" });
   globalThis.addEventListener("unload", () => {
-    try {
-      Deno.removeSync(dir, { recursive: true });
-    } catch {
-      // best effort: the directory may already be gone
+    for (const d of [dir, `${dir}-ca`, `${dir}/other-ca-ca`]) {
+      try {
+        Deno.removeSync(d, { recursive: true });
+      } catch {
+        // best effort: the directory may already be gone
+      }
     }
   });
   const otherDir = `${dir}/other-ca`;
