@@ -8,4 +8,5 @@ export {
   type NodeMetricsOptions,
   type RaftRole,
 } from "./node_metrics.ts";
+export { type EventLoopLagProbe, startEventLoopLagProbe } from "./event_loop_lag.ts";
 export { type MetricsServer, serveMetrics, type ServeMetricsOptions } from "./serve_metrics.ts";

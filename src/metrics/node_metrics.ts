@@ -29,6 +29,8 @@ const LATENCY_BUCKETS_SECONDS = [
 const BATCH_BUCKETS_ENTRIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 /** Snapshot duration buckets in seconds: 10 ms to 2 min. */
 const SNAPSHOT_BUCKETS_SECONDS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** Event-loop lag: a healthy loop stays in the first buckets; a stall shows in the last. */
+const LAG_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 /** Options of `createNodeMetrics`. */
 export interface NodeMetricsOptions {
@@ -93,6 +95,12 @@ export interface NodeMetrics {
   readonly quotaBytes: Gauge;
   /** 1 while the data-size quota refuses writes (etcd's NOSPACE alarm), else 0. */
   readonly quotaAlarm: Gauge;
+  /** Largest event-loop lag over the last sampling interval, in seconds. */
+  readonly eventLoopLagSeconds: Gauge;
+  /** Every lag the event-loop probe measured (one every 100 ms), in seconds. */
+  readonly eventLoopDelaySeconds: Histogram;
+  /** Memory held outside the V8 heap by ArrayBuffers and the like (Deno's `external`). */
+  readonly processExternalMemoryBytes: Gauge;
 
   /** Sets `mokv_raft_role` so exactly `role` reads 1. */
   setRole(role: RaftRole): void;
@@ -201,6 +209,19 @@ export function createNodeMetrics(options: NodeMetricsOptions = {}): NodeMetrics
     quotaAlarm: gauge(
       "mokv_quota_alarm",
       "1 while the data-size quota refuses writes that grow the data (delete keys to clear).",
+    ),
+    eventLoopLagSeconds: gauge(
+      "mokv_event_loop_lag_seconds",
+      "Largest event-loop lag over the last sampling interval (1 s), in seconds.",
+    ),
+    eventLoopDelaySeconds: histogram(
+      "mokv_event_loop_delay_seconds",
+      "Event-loop lag as a 100 ms timer measured it, every time it fired, in seconds.",
+      LAG_BUCKETS_SECONDS,
+    ),
+    processExternalMemoryBytes: gauge(
+      "mokv_process_external_memory_bytes",
+      "Memory outside the V8 heap held by ArrayBuffers and the like (Deno.memoryUsage().external).",
     ),
     setRole,
   };

@@ -8,7 +8,13 @@ import { parseConfig } from "../config/mod.ts";
 import type { NodeConfig } from "../config/mod.ts";
 import { ConfigError } from "../errors.ts";
 import { configureLogging, getLogger } from "../log/mod.ts";
-import { createNodeMetrics, type NodeMetrics, serveMetrics } from "../metrics/mod.ts";
+import {
+  createNodeMetrics,
+  type EventLoopLagProbe,
+  type NodeMetrics,
+  serveMetrics,
+  startEventLoopLagProbe,
+} from "../metrics/mod.ts";
 import { MokvNode, type NodeHooks } from "./node.ts";
 
 /** Builds the hooks that feed metrics and logs from every layer of one node. */
@@ -90,7 +96,7 @@ function grpcStatusName(code: number): string {
  * Returns a function that refreshes the metrics read rather than pushed: gauges, and counters
  * whose totals live in the gossip host and the transport (each call adds what grew since).
  */
-function sampler(node: MokvNode, metrics: NodeMetrics): () => void {
+function sampler(node: MokvNode, metrics: NodeMetrics, lag: EventLoopLagProbe): () => void {
   const lastTotals = new Map<string, number>();
   /** Passes `inc` what `total` grew by since the last sample under `key`. */
   const addGrowth = (
@@ -103,6 +109,8 @@ function sampler(node: MokvNode, metrics: NodeMetrics): () => void {
     if (delta > 0) inc(delta);
   };
   return () => {
+    metrics.eventLoopLagSeconds.set(lag.takeMaxSeconds());
+    metrics.processExternalMemoryBytes.set(Deno.memoryUsage().external);
     metrics.storeKeys.set(node.storeKeys());
     metrics.storeBytes.set(node.storeBytes());
     metrics.quotaBytes.set(node.config.quotaBytes);
@@ -183,7 +191,8 @@ export async function runAgent(args: readonly string[]): Promise<number> {
       healthy: () => node.isHealthy(),
     })
     : undefined;
-  const sampleTimer = setInterval(sampler(node, metrics), 1000);
+  const lagProbe = startEventLoopLagProbe((s) => metrics.eventLoopDelaySeconds.observe(s));
+  const sampleTimer = setInterval(sampler(node, metrics, lagProbe), 1000);
   log.info("node started", {
     rpc_addr: `${config.advertiseAddr}:${node.rpcPort}`,
     gossip_addr: `${config.bindAddr.host}:${config.bindAddr.port}`,
@@ -209,6 +218,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
       await node.shutdown({ transfer: false }).catch(() => undefined);
     }
     clearInterval(sampleTimer);
+    lagProbe.stop();
     await metricsServer?.close();
     clearTimeout(timer);
     log.info("stopped");
@@ -219,12 +229,14 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     // which then recovers from its disk.
     log.error("replication failed; exiting", { error: err.message });
     clearInterval(sampleTimer);
+    lagProbe.stop();
     void metricsServer?.close();
     stopped.resolve(1);
   });
   node.onLeft(() => {
     // `mokv leave` (Admin.Leave) finished: the process has nothing left to do.
     clearInterval(sampleTimer);
+    lagProbe.stop();
     void metricsServer?.close();
     stopped.resolve(0);
   });

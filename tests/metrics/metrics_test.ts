@@ -1,4 +1,9 @@
-import { createNodeMetrics, type NodeMetrics, serveMetrics } from "../../src/metrics/mod.ts";
+import {
+  createNodeMetrics,
+  type NodeMetrics,
+  serveMetrics,
+  startEventLoopLagProbe,
+} from "../../src/metrics/mod.ts";
 
 function assert(condition: unknown, message: string): asserts condition {
   if (!condition) throw new Error(message);
@@ -202,5 +207,36 @@ Deno.test("serveMetrics rejects a port already in use", async () => {
     assert(failed, "binding a used port must reject with AddrInUse");
   } finally {
     await first.close();
+  }
+});
+
+Deno.test("the event-loop lag probe sees a blocked loop", async () => {
+  const seen: number[] = [];
+  const probe = startEventLoopLagProbe((s) => seen.push(s), 10);
+  await new Promise((r) => setTimeout(r, 30));
+  const until = performance.now() + 120;
+  while (performance.now() < until) { /* hold the loop */ }
+  await new Promise((r) => setTimeout(r, 30));
+  probe.stop();
+  const max = probe.takeMaxSeconds();
+  if (!(max >= 0.09)) throw new Error(`max lag ${max}`);
+  if (!seen.some((s) => s >= 0.09)) throw new Error(`observed ${seen}`);
+  if (probe.takeMaxSeconds() !== 0) throw new Error("takeMaxSeconds must start over");
+});
+
+Deno.test("the node families include event-loop lag and external memory", async () => {
+  const m = createNodeMetrics({ processMetrics: false });
+  m.eventLoopLagSeconds.set(0.25);
+  m.eventLoopDelaySeconds.observe(0.002);
+  m.processExternalMemoryBytes.set(1234);
+  const text = await m.registry.metrics();
+  for (
+    const line of [
+      "mokv_event_loop_lag_seconds 0.25",
+      'mokv_event_loop_delay_seconds_bucket{le="0.005"} 1',
+      "mokv_process_external_memory_bytes 1234",
+    ]
+  ) {
+    if (!text.includes(line)) throw new Error(`missing ${line}`);
   }
 });
