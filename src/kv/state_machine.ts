@@ -409,30 +409,20 @@ export class KvStateMachine {
   }
 
   /**
-   * Yields entries in key order. Applies that happen between two steps of the iteration are
-   * tolerated: the iteration resumes after the last key it yielded, seeing the current state.
+   * Yields entries in key order, as they were when the iteration began: it walks an O(1)
+   * copy-on-write clone of the tree, so applies that happen while a caller waits between two
+   * steps (a stream under back-pressure) never show up in it — one consistent view, whatever
+   * the listing's length. Nodes the clone shares are copied once when written meanwhile.
    */
   *list(options: ListOptions = {}): Generator<KvListItem> {
     const prefix = options.prefix ?? "";
     const start = options.start ?? "";
     const limit = options.limit && options.limit > 0 ? options.limit : Infinity;
-    let from = compareKeys(start, prefix) > 0 ? start : prefix;
+    const from = compareKeys(start, prefix) > 0 ? start : prefix;
+    const view = this.#tree.clone();
     let count = 0;
-    let lastKey: string | undefined;
-    let seen = this.#mutations;
-    let it = this.#tree.entries(from);
-    while (count < limit) {
-      if (seen !== this.#mutations) {
-        seen = this.#mutations;
-        from = lastKey ?? from;
-        it = this.#tree.entries(from);
-      }
-      const next = it.next();
-      if (next.done) return;
-      const [key, entry] = next.value;
-      if (lastKey !== undefined && compareKeys(key, lastKey) <= 0) continue;
-      if (!key.startsWith(prefix)) return;
-      lastKey = key;
+    for (const [key, entry] of view.entries(from)) {
+      if (count >= limit || !key.startsWith(prefix)) return;
       count++;
       yield { key, ...entry };
     }

@@ -58,23 +58,29 @@ Deno.test("list honours prefix, start and limit", () => {
   assertEquals(keysOf(d.sm, { limit: 0 }).length, 6);
 });
 
-Deno.test("list survives applies between its steps", () => {
+Deno.test("list is one consistent view: applies between its steps never show in it", () => {
   const d = new Driver();
   for (let i = 0; i < 100; i++) d.set(`k${String(i).padStart(3, "0")}`, "v");
   const seen: string[] = [];
   for (const item of d.sm.list()) {
     seen.push(item.key);
     if (seen.length === 10) {
-      d.run({ type: "delete", key: "k010", timeMs: 0 });
+      d.run({ type: "delete", key: "k050", timeMs: 0 });
       d.set("k0105", "new");
+      d.set("k020", "changed");
       d.set("a", "before the cursor");
     }
   }
-  assertEquals(seen.length, 100);
-  assertEquals(seen.includes("k010"), false);
-  assertEquals(seen.includes("k0105"), true);
-  assertEquals(seen.includes("a"), false);
-  assertEquals([...seen].sort(compareKeys), seen);
+  assertEquals(seen.length, 100, "every key of the view, none added");
+  assertEquals(seen.includes("k050"), true, "a key deleted meanwhile is still in the view");
+  assertEquals(seen.includes("k0105"), false, "a key added meanwhile is not");
+  assertEquals([...seen].sort(compareKeys), seen, "in key order");
+  const after = [...d.sm.list()].map((e) => e.key);
+  assertEquals(
+    [after.includes("k050"), after.includes("k0105")],
+    [false, true],
+    "a new list sees them",
+  );
 });
 
 Deno.test("set, get, delete, append and counters", () => {
