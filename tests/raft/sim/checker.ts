@@ -75,6 +75,13 @@ export class SafetyChecker {
   #slots = new Map<string, LogSlot>();
   /** index → the entry known committed there. */
   #committed = new Map<number, string>();
+  /**
+   * index → the lowest term of a node seen applying it. A node learns that an entry is
+   * committed from a leader of its own term (or as that leader), so this is never below the
+   * term in which the entry was committed; and the committing leader applies in the same
+   * step that commits, so the first observation is that term exactly.
+   */
+  #commitTerm = new Map<number, number>();
   #active = new Map<NodeId, ActiveLeader>();
   /** The common applied sequence, index 1 at position 0. */
   #common: CommonSlot[] = [];
@@ -129,9 +136,15 @@ export class SafetyChecker {
     this.leaders.set(term, node);
     this.#active.set(node, { term, log });
     for (const [index, fp] of this.#committed) {
-      // A leader observed late (its Ready taken after a later term committed) owes nothing
-      // of that later term.
-      if (this.#committedTerm(index, fp) > term) continue;
+      // Leader completeness (Raft §5.4.3) binds the leaders of terms after the one in which
+      // an entry was committed, which may be later than the entry's own term (a term-2 entry
+      // committed by the leader of term 4 binds nothing on the leader of term 3). A leader
+      // observed late (its Ready taken after a later term committed) owes nothing of it.
+      const committedIn = Math.max(
+        this.#committedTerm(index, fp),
+        this.#commitTerm.get(index) ?? 0,
+      );
+      if (committedIn > term) continue;
       this.#checkLeaderHas(node, term, log, index, fp);
     }
   }
@@ -219,6 +232,8 @@ export class SafetyChecker {
     for (const entry of entries) {
       const fp = this.#fingerprint(entry);
       const known = this.#committed.get(entry.index);
+      const seenIn = this.#commitTerm.get(entry.index);
+      if (seenIn === undefined || term < seenIn) this.#commitTerm.set(entry.index, term);
       if (known === undefined) {
         this.#committed.set(entry.index, fp);
       } else if (known !== fp) {

@@ -28,6 +28,7 @@ import type {
   ConfigChange,
   Entry,
   HardState,
+  Message,
   NodeId,
   PersistedState,
   Ready,
@@ -146,6 +147,23 @@ interface SimNodeState {
   trapTermSave?: boolean;
 }
 
+/**
+ * The stale-read trap of a 5-voter cluster: leader L and follower F cut off from the other
+ * three (M) right after L sent a ReadIndex heartbeat, M's answers to it held by M's
+ * transport, L and F stalled (no election, no step-down), M electing a leader and
+ * acknowledging writes; then F reads, and M's held answers reach L first when M→L
+ * reconnects. Those answers are to a round sent before F's read was registered, so they
+ * must not confirm it (Raft thesis §6.4).
+ */
+interface ReadTrap {
+  phase: "cut" | "waiting" | "reading" | "flushing" | "done";
+  readonly leader: NodeId;
+  readonly follower: NodeId;
+  readonly majority: readonly NodeId[];
+  ackedBefore: number;
+  writing: boolean;
+}
+
 interface Client {
   readonly id: string;
   seq: number;
@@ -179,6 +197,11 @@ class HostSimulation {
   #faultsOn = true;
   #failure: unknown;
   #nextReadId = 1;
+  #readTrap: ReadTrap | undefined;
+  #readTrapDone = false;
+  readonly #trapClient: Client = { id: "trap", seq: 1, busy: false, versions: new Map() };
+  /** Each node's latest ReadIndex request on the wire, and whether its answer went out. */
+  readonly #readCtx = new Map<NodeId, { context: number; answered: boolean }>();
   #disksLost = 0;
   readonly #stats: Record<string, number> = {
     writes: 0,
@@ -190,6 +213,7 @@ class HostSimulation {
     crashes: 0,
     crashesInSave: 0,
     soleVoterTraps: 0,
+    staleReadTraps: 0,
     restarts: 0,
     failedSaves: 0,
     disksLost: 0,
@@ -225,7 +249,10 @@ class HostSimulation {
     this.#net = new SimNetwork(this.#sched, new SeededRng(rng.nextUint32()), this.#faults);
     this.#net.onSend = (from, msgs) =>
       this.#guard(() => {
-        for (const m of msgs) this.#checker.messageSent(from, m.type, m.term);
+        for (const m of msgs) {
+          this.#checker.messageSent(from, m.type, m.term);
+          this.#watchReads(from, m);
+        }
       });
     for (const id of this.#ids) this.#addNode(id);
     for (let i = 0; i < CLIENTS; i++) {
@@ -628,7 +655,8 @@ class HostSimulation {
       const victim = this.#diskLossVictim();
       if (victim) this.#loseDisk(victim);
     }
-    if (!this.#net.partitioned && rng.float() < 0.006) this.#partition();
+    if (this.#readTrap) this.#stepReadTrap();
+    else if (!this.#net.partitioned && rng.float() < 0.006) this.#partition();
     else if (this.#net.partitioned && rng.float() < 0.02) {
       this.#net.heal();
       this.#log("heal");
@@ -677,6 +705,125 @@ class HostSimulation {
     this.#stats.soleVoterTraps++;
     voter.trapTermSave = true;
     this.#crash(voter, "to re-elect itself (sole-voter trap)");
+  }
+
+  /** Follows ReadIndex traffic on the wire, for the stale-read trap's timing. */
+  #watchReads(from: NodeId, m: Message): void {
+    if (m.type === "readIndex") {
+      this.#readCtx.set(from, { context: m.context, answered: false });
+      const trap = this.#readTrap;
+      if (trap?.phase === "reading" && from === trap.follower) {
+        trap.phase = "flushing";
+        this.#sched.after(
+          5 + this.#trapRng.float() * 20,
+          () => this.#guard(() => this.#flushTrap()),
+        );
+      }
+    } else if (m.type === "readIndexResponse") {
+      const r = this.#readCtx.get(m.to);
+      if (r && r.context === m.context) r.answered = true;
+    } else if (m.type === "heartbeat" && m.context > 0) {
+      this.#springReadTrap(from, m.context);
+    }
+  }
+
+  /**
+   * Leader `leaderId` just sent heartbeats of ReadIndex round `context`. The trap springs
+   * when some follower's next read would carry the same number (a host that numbers its
+   * requests as the leader numbers its rounds), or now and then at random, so that the
+   * same schedule runs against any numbering.
+   */
+  #springReadTrap(leaderId: NodeId, context: number): void {
+    if (this.#readTrap || this.#readTrapDone || !this.#faultsOn || this.#ids.length !== 5) return;
+    if (this.#net.partitioned) return;
+    const leader = this.#leader();
+    if (leader?.id !== leaderId) return;
+    const voters = leader.host!.status().config.voters;
+    if (voters.length !== 5 || voters.some((v) => this.#nodes.get(v)?.status !== "up")) return;
+    const followers = voters.filter((v) => v !== leaderId);
+    const lined = followers.filter((f) => {
+      const r = this.#readCtx.get(f);
+      return r !== undefined && r.answered && r.context + 1 === context;
+    });
+    let follower: NodeId;
+    if (lined.length > 0) follower = pick(this.#trapRng, lined);
+    else if (this.#trapRng.float() < 0.002) follower = pick(this.#trapRng, followers);
+    else return;
+    const majority = followers.filter((v) => v !== follower);
+    for (const m of majority) this.#net.cut(m, leaderId);
+    this.#readTrap = {
+      phase: "cut",
+      leader: leaderId,
+      follower,
+      majority,
+      ackedBefore: 0,
+      writing: false,
+    };
+    this.#stats.staleReadTraps++;
+    this.#log(
+      `stale-read trap: ${
+        majority.join(",")
+      } cannot reach ${leaderId} (round ${context} in flight)`,
+    );
+    this.#sched.after(20, () =>
+      this.#guard(() => {
+        const trap = this.#readTrap;
+        if (!trap) return;
+        for (const m of trap.majority) {
+          this.#net.cut(trap.leader, m);
+          this.#net.cut(trap.follower, m);
+          this.#net.cut(m, trap.follower);
+        }
+        const stallMs = 1200;
+        for (const id of [trap.leader, trap.follower]) this.#nodes.get(id)?.clock?.pause(stallMs);
+        trap.phase = "waiting";
+        trap.ackedBefore = this.#model.acked;
+        this.#log(
+          `stale-read trap: ${trap.leader},${trap.follower} cut off from ${
+            trap.majority.join(",")
+          } and stalled`,
+        );
+        this.#sched.after(stallMs, () => this.#guard(() => this.#endReadTrap()));
+      }));
+  }
+
+  /** Each step of a waiting trap: once the majority acknowledged a write, the follower reads. */
+  #stepReadTrap(): void {
+    const trap = this.#readTrap;
+    if (trap?.phase !== "waiting") return;
+    if (this.#model.acked <= trap.ackedBefore) {
+      // The clients may all be waiting on the stalled leader: one more writes to the new one.
+      const leader = this.#leader();
+      if (!trap.writing && leader && trap.majority.includes(leader.id)) {
+        trap.writing = true;
+        this.#write(this.#trapClient, true)?.finally(() => (trap.writing = false));
+      }
+      return;
+    }
+    const follower = this.#nodes.get(trap.follower);
+    if (follower?.status !== "up") return;
+    trap.phase = "reading";
+    this.#log(`stale-read trap: ${trap.follower} reads every key`);
+    for (const key of KEYS) this.#read(follower, key);
+    // If its request does not go out at once (one is still waiting), reconnect anyway.
+    this.#sched.after(30, () => this.#guard(() => this.#flushTrap()));
+  }
+
+  /** The majority's links to the stalled leader come back: their held frames go first. */
+  #flushTrap(): void {
+    const trap = this.#readTrap;
+    if (!trap || trap.phase === "cut" || trap.phase === "waiting" || trap.phase === "done") return;
+    trap.phase = "done";
+    for (const m of trap.majority) this.#net.restore(m, trap.leader);
+    this.#log(`stale-read trap: ${trap.majority.join(",")} reach ${trap.leader} again`);
+  }
+
+  #endReadTrap(): void {
+    if (!this.#readTrap) return;
+    this.#readTrap = undefined;
+    this.#readTrapDone = true;
+    this.#net.heal();
+    this.#log("stale-read trap over: heal");
   }
 
   #partition(): void {
@@ -843,11 +990,13 @@ class HostSimulation {
     return done;
   }
 
-  #read(): void {
-    const up = this.#up();
+  /** One linearizable read of a random key on `on` (default: a random up node). */
+  #read(on?: SimNodeState, only?: string): void {
+    // The stale-read trap chooses when its follower reads (see #springReadTrap).
+    const up = this.#up().filter((n) => n.id !== this.#readTrap?.follower);
     if (up.length === 0) return;
-    const node = pick(this.#rng, up);
-    const key = pick(this.#rng, KEYS);
+    const node = on ?? pick(this.#rng, up);
+    const key = only ?? pick(this.#rng, KEYS);
     const readId = this.#nextReadId++;
     const generation = node.generation;
     const fsm = node.fsm!;

@@ -111,6 +111,11 @@ export class SimNetwork {
     this.#down.add(`${a}>${b}`);
   }
 
+  /** The link from `a` to `b` works again (its held frames flow on the next reconnect). */
+  restore(a: NodeId, b: NodeId): void {
+    this.#down.delete(`${a}>${b}`);
+  }
+
   /** Every link works again (held frames flow on the next reconnect). */
   heal(): void {
     this.#down.clear();
