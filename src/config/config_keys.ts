@@ -190,8 +190,9 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   {
     name: "snapshot-entries",
     kind: "int",
-    defaultText: "8192",
-    doc: "applied log entries between snapshots",
+    defaultText: "100000",
+    doc:
+      "most applied log entries between snapshots (one comes sooner once the log since the last outgrows the state and 64 MiB)",
   },
   { name: "raft-tick-ms", kind: "int", defaultText: "50", doc: "Raft tick, in milliseconds" },
   {

@@ -99,7 +99,10 @@ export interface NodeConfig {
    * would grow the data above it get RESOURCE_EXHAUSTED; deletes still work. Default 2 GiB.
    */
   readonly quotaBytes: number;
-  /** Applied entries between two snapshots. Default 8192. */
+  /**
+   * Most applied entries between two snapshots; one comes sooner once the log since the last
+   * holds more bytes than the state and 64 MiB. Default 100,000 (etcd's snapshot-count).
+   */
   readonly snapshotEntries: number;
   /** Length of one Raft tick, in milliseconds. Default 50. */
   readonly raftTickMs: number;

@@ -177,7 +177,7 @@ export async function parseConfig(
     quotaBytes: int("quota-bytes", 1, MAX_INT, DEFAULT_QUOTA_BYTES),
     maxConnections: int("max-connections", 1, 1_000_000, 4096),
     maxPendingHandshakes: int("max-pending-handshakes", 1, 100_000, 256),
-    snapshotEntries: int("snapshot-entries", 1, MAX_INT, 8192),
+    snapshotEntries: int("snapshot-entries", 1, MAX_INT, 100_000),
     raftTickMs: int("raft-tick-ms", 1, 60_000, 50),
     raftElectionTicks,
     raftHeartbeatTicks,

@@ -12,6 +12,7 @@ import {
   type ConfigChange,
   type Entry,
   type HardState,
+  isMember,
   isSafeBeforePersist,
   isVoter,
   type Message,
@@ -45,6 +46,15 @@ const MAX_PENDING_PROPOSALS = 16_384;
  */
 export const MAX_PENDING_PROPOSAL_BYTES = 64 * 1024 * 1024;
 const MAX_PENDING_READS = 16_384;
+/**
+ * Default `snapshotEntries`: etcd's snapshot-count. It bounds the log kept in memory; the size
+ * rule (`snapshotMinLogBytes`) takes over for small entries.
+ */
+export const DEFAULT_SNAPSHOT_ENTRIES = 100_000;
+/** Default `snapshotMinLogBytes`: 64 MiB. */
+export const DEFAULT_SNAPSHOT_MIN_LOG_BYTES = 64 * 1024 * 1024;
+/** What an entry is counted beyond its data (index, term and framing in the log). */
+const ENTRY_OVERHEAD_BYTES = 32;
 
 /** A node within this many entries of the commit index counts as caught up (health). */
 const CAUGHT_UP_LAG_ENTRIES = 1024;
@@ -97,8 +107,18 @@ export interface ReplicationOptions<R> {
   readonly electionTicks?: number;
   /** Heartbeat interval in ticks. Default 1. */
   readonly heartbeatTicks?: number;
-  /** Applied entries between snapshots (and log compactions). Default 8192. */
+  /**
+   * Most applied entries between two snapshots (and log compactions): a bound on the log the
+   * core keeps in memory. Default {@link DEFAULT_SNAPSHOT_ENTRIES}. A snapshot usually comes
+   * first, by size: see `snapshotMinLogBytes`.
+   */
   readonly snapshotEntries?: number;
+  /**
+   * A snapshot is also taken once the entries applied since the last one hold more bytes than
+   * that snapshot and than this floor, so the bytes snapshots write stay proportional to the
+   * bytes written, not to their square. Default {@link DEFAULT_SNAPSHOT_MIN_LOG_BYTES}.
+   */
+  readonly snapshotMinLogBytes?: number;
   /** How long a client request may wait for a leader, a commit or a read. Default 5000 ms. */
   readonly requestTimeoutMs?: number;
   readonly random?: Random;
@@ -135,6 +155,11 @@ export class ReplicationHost<R> {
   private readonly tickMs: number;
   private readonly electionTicks: number;
   private readonly snapshotEntries: number;
+  private readonly snapshotMinLogBytes: number;
+  /** Bytes of the entries applied since the state of the latest snapshot was captured. */
+  private logBytesSinceSnapshot = 0;
+  /** Size of the latest snapshot taken, installed or loaded: the size of the state. */
+  private stateBytes = 0;
   private readonly requestTimeoutMs: number;
   private readonly hooks: ReplicationHooks;
   private readonly hadState: boolean;
@@ -180,7 +205,8 @@ export class ReplicationHost<R> {
     this.clock = opts.clock ?? systemClock;
     this.tickMs = opts.tickMs ?? 50;
     this.electionTicks = opts.electionTicks ?? 6;
-    this.snapshotEntries = opts.snapshotEntries ?? 8192;
+    this.snapshotEntries = opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES;
+    this.snapshotMinLogBytes = opts.snapshotMinLogBytes ?? DEFAULT_SNAPSHOT_MIN_LOG_BYTES;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.hooks = opts.hooks ?? {};
     this.hadState = hadState;
@@ -214,7 +240,9 @@ export class ReplicationHost<R> {
       },
       hadState ? persisted : undefined,
     );
-    return new ReplicationHost(opts, raft, hadState);
+    const host = new ReplicationHost(opts, raft, hadState);
+    host.stateBytes = persisted.snapshot?.data.length ?? 0;
+    return host;
   }
 
   /** True when this node had Raft state on disk: such a node never bootstraps again. */
@@ -262,6 +290,21 @@ export class ReplicationHost<R> {
   /** Remembers how to reach a node that may not be in the Raft config yet (from gossip). */
   setAddress(id: NodeId, addr: string): void {
     this.addressBook.set(id, addr);
+  }
+
+  /**
+   * Forgets a node that gossip reaped (gone for good), unless it is in the Raft
+   * configuration: its address-book entry goes, and the transport drops its connection,
+   * queue and counters, so departed members leave nothing behind.
+   */
+  forgetAddress(id: NodeId): void {
+    const addr = this.addressBook.get(id);
+    const config = this.raft.status().config;
+    if (isMember(config, id)) return;
+    this.addressBook.delete(id);
+    if (addr !== undefined && !Object.values(config.addresses).includes(addr)) {
+      this.transport.forget(addr);
+    }
   }
 
   /** Called with the new configuration whenever one is appended or restored. */
@@ -784,6 +827,8 @@ export class ReplicationHost<R> {
   private restoreSnapshot(snap: Snapshot): void {
     this.fsm.restore(snap.data);
     this.lastSnapshotIndex = snap.meta.index;
+    this.stateBytes = snap.data.length;
+    this.logBytesSinceSnapshot = 0;
     this.hooks.log?.("info", "installed a snapshot from the leader", {
       index: snap.meta.index,
       bytes: snap.data.length,
@@ -828,6 +873,7 @@ export class ReplicationHost<R> {
 
   private applyEntry(e: Entry): void {
     let result: R | undefined;
+    this.logBytesSinceSnapshot += e.type === "normal" ? e.data.length + ENTRY_OVERHEAD_BYTES : 0;
     if (e.type === "normal" && e.data.length > 0) {
       result = this.fsm.apply(e.index, e.data);
     } else {
@@ -853,7 +899,8 @@ export class ReplicationHost<R> {
   }
 
   /**
-   * Takes a snapshot once enough entries were applied since the last one. Entries are
+   * Takes a snapshot once the log since the last one outgrew the state (or the floor), or
+   * once `snapshotEntries` entries were applied since. Entries are
    * applied before this node's own fsync (they are durable on a majority), so the applied
    * index may run ahead of the local log on disk; a snapshot there would move the log's
    * start past entries not yet written and leave a gap. So the state is captured at the
@@ -862,7 +909,10 @@ export class ReplicationHost<R> {
    */
   private async maybeSnapshot(): Promise<void> {
     const applied = this.fsm.appliedIndex;
-    if (!this.pendingSnapshot && applied - this.lastSnapshotIndex >= this.snapshotEntries) {
+    const due = applied - this.lastSnapshotIndex >= this.snapshotEntries ||
+      this.logBytesSinceSnapshot >= Math.max(this.snapshotMinLogBytes, this.stateBytes);
+    if (!this.pendingSnapshot && due && applied > this.lastSnapshotIndex) {
+      this.logBytesSinceSnapshot = 0;
       this.pendingSnapshot = {
         index: applied,
         data: this.fsm.snapshot(),
@@ -877,6 +927,7 @@ export class ReplicationHost<R> {
     const keep = Math.min(this.snapshotEntries, 5000);
     const snap = this.raft.compact(pending.index, pending.data, keep);
     if (!snap) return;
+    this.stateBytes = snap.data.length;
     const t0 = pending.startedMs;
     await this.storage.saveSnapshot(snap);
     this.hooks.onSnapshot?.({

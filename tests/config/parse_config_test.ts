@@ -57,7 +57,7 @@ Deno.test("defaults are documented values when only insecure is given", async ()
   assertEquals(cfg.gossipKeyring.length, 0, "gossipKeyring");
   assertEquals([cfg.logLevel, cfg.logFormat], ["info", "auto"], "log");
   assertEquals([cfg.maxKeyBytes, cfg.maxValueBytes], [4096, 1048576], "limits");
-  assertEquals(cfg.snapshotEntries, 8192, "snapshotEntries");
+  assertEquals(cfg.snapshotEntries, 100_000, "snapshotEntries");
   assertEquals(
     [cfg.raftTickMs, cfg.raftElectionTicks, cfg.raftHeartbeatTicks, cfg.gossipTickMs],
     [50, 6, 1, 100],
