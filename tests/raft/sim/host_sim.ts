@@ -598,14 +598,18 @@ class HostSimulation {
         } catch {
           // The real storage refuses it too; the loop's failure is what the checker sees.
         }
-        if (live() && node.pendingLeaderTerm !== undefined && node.host) {
-          const term = node.pendingLeaderTerm;
-          node.pendingLeaderTerm = undefined;
-          this.#guard(() => this.#checker.roleObserved(node.id, term, true, node.mirror));
-        }
+        // A leadership counts once the Ready that made it is durable: a sole voter elects
+        // itself, votes and leads in one Ready, and if it dies before that write lands it
+        // comes back in its old term and may lose the same term to another node. That lost
+        // leadership did nothing: the durable-term check proves it sent nothing in that
+        // term, and its writes of that term are gone with the unfinished save.
+        const leaderTerm = live() && node.host ? node.pendingLeaderTerm : undefined;
+        if (leaderTerm !== undefined) node.pendingLeaderTerm = undefined;
         return storage.save(batch).then(() => {
-          if (live()) {
-            this.#guard(() => this.#checker.entriesStored(node.id, prevTerm, batch.entries));
+          if (!live()) return;
+          this.#guard(() => this.#checker.entriesStored(node.id, prevTerm, batch.entries));
+          if (leaderTerm !== undefined) {
+            this.#guard(() => this.#checker.roleObserved(node.id, leaderTerm, true, node.mirror));
           }
         });
       },
