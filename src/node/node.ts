@@ -314,8 +314,14 @@ export class MokvNode implements KvBackend {
   // Membership
 
   private onGossipEvent(e: MemberEvent): void {
-    const rpc = e.member.tags["rpc_addr"];
-    if (rpc) this.host.setAddress(e.member.name, rpc);
+    if (e.type === "reap") {
+      // Gone from gossip for good: unless still in the Raft configuration, its address and
+      // the transport's connection and queue for it go.
+      this.host.forgetAddress(e.member.name);
+    } else {
+      const rpc = e.member.tags["rpc_addr"];
+      if (rpc) this.host.setAddress(e.member.name, rpc);
+    }
     this.hooks.onGossipEvent?.(e);
     if (e.type === "join" || e.type === "leave" || e.type === "fail" || e.type === "update") {
       queueMicrotask(() => this.reconcile());

@@ -47,6 +47,8 @@ export interface Transport {
   takeUnreachable(): NodeId[];
   /** Counters for metrics. */
   stats(): TransportStats;
+  /** Drops the connection, queue and counters of `addr` (a peer gone for good). */
+  forget(addr: string): void;
   /** Closes every connection; pending requests fail. */
   close(): Promise<void>;
 }

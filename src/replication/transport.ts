@@ -142,6 +142,8 @@ class OutboundPeer {
   droppedBytes = 0;
   errors = 0;
   connects = 0;
+  /** Dropped by `forget`: a dial still in flight closes its socket at once. */
+  forgotten = false;
 
   constructor(readonly addr: string) {}
 }
@@ -315,6 +317,29 @@ export class PeerTransport implements Transport {
     await Promise.all(sockets.map((s) => destroyAndWait(s)));
   }
 
+  /**
+   * Drops everything kept for `addr` (a peer that left for good): its connection is closed,
+   * its queue and counters go, and its pending requests fail. A later send dials afresh.
+   */
+  forget(addr: string): void {
+    const p = this.#peers.get(addr);
+    if (!p) return;
+    this.#peers.delete(addr);
+    this.#dirty.delete(p);
+    p.forgotten = true;
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    p.timer = undefined;
+    this.#failRequests(p, `peer ${addr} forgotten`);
+    p.queue = [];
+    p.queuedBytes = 0;
+    p.pendingMessages = [];
+    p.pendingFrames = [];
+    p.state = "idle";
+    const socket = p.socket;
+    p.socket = undefined; // its close is no connection loss to react to
+    if (socket) void destroyAndWait(socket);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Outbound
 
@@ -449,7 +474,7 @@ export class PeerTransport implements Transport {
       return;
     }
     clearTimeout(timer);
-    if (this.#closed) {
+    if (this.#closed || p.forgotten) {
       await destroyAndWait(socket);
       return;
     }

@@ -51,6 +51,7 @@ const noTransport = (): Transport => ({
   request: () => Promise.reject(new UnavailableError("no peers")),
   takeUnreachable: () => [],
   stats: () => ({ peers: {}, inbound: {} as never }),
+  forget() {},
   close: () => Promise.resolve(),
 });
 

@@ -347,3 +347,36 @@ Deno.test("transport: close rejects pending requests and ignores later sends", a
     await b.stop();
   }
 });
+
+Deno.test("transport: forget closes a peer's connection and frees its queue and counters", async () => {
+  const never = new Promise<Uint8Array>(() => {});
+  const a = await new TestNode("A").start();
+  const b = await new TestNode("B", { onRequest: () => never }).start();
+  const gone = `127.0.0.1:${await deadPort()}`;
+  try {
+    a.transport.send("B", b.addr, [heartbeat("A", "B", 1)]);
+    await eventually(() => b.received.length === 1, "delivery");
+    const pending = assertRejects(
+      a.transport.request(b.addr, 1, new Uint8Array(), 10_000),
+      TransportError,
+    );
+    // A peer nobody answers: its frames wait in a queue.
+    for (let i = 1; i <= 3; i++) a.transport.send("C", gone, [heartbeat("A", "C", i)]);
+    await eventually(() => (a.transport.stats().peers[gone]?.errors ?? 0) > 0, "dial failed");
+    assertEquals(b.transport.stats().inbound.open, 1);
+
+    a.transport.forget(b.addr);
+    a.transport.forget(gone);
+    await pending;
+    assertEquals(Object.keys(a.transport.stats().peers), []);
+    // B sees its inbound connection close.
+    await eventually(() => b.transport.stats().inbound.open === 0, "connection closed");
+    // Forgetting is not closing: a later send dials afresh, with fresh counters.
+    a.transport.send("B", b.addr, [heartbeat("A", "B", 2)]);
+    await eventually(() => b.received.length === 2, "delivery after forget");
+    assertEquals(a.transport.stats().peers[b.addr].connects, 1);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});

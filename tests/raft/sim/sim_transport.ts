@@ -300,6 +300,8 @@ export class SimTransport implements Transport {
     };
   }
 
+  forget(_addr: string): void {}
+
   close(): Promise<void> {
     this.dead = true;
     return Promise.resolve();
