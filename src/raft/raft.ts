@@ -57,6 +57,13 @@ export interface RaftOptions {
   readonly preVote?: boolean;
   /** A leader that has not heard from a quorum within an election timeout steps down. Default true. */
   readonly checkQuorum?: boolean;
+  /**
+   * Drop the latest snapshot's data once no transfer has used it for this many ticks, so the
+   * node does not hold a second copy of its state; a follower that needs it later makes
+   * {@link RaftNode.takeSnapshotWanted} true and the host supplies fresh data through
+   * {@link RaftNode.compact}. Default 0: keep the data (for hosts that never supply it).
+   */
+  readonly releaseSnapshotTicks?: number;
 }
 
 /** Replication state of one follower, as `status()` shows it. */
@@ -113,6 +120,11 @@ export class RaftNode {
   private readonly maxInflight: number;
   private readonly maxBatchBytes: number;
   private readonly snapshotChunkBytes: number;
+  private readonly releaseSnapshotTicks: number;
+  /** Ticks since a snapshot transfer last needed `snapshotData`. */
+  private snapshotUnusedTicks = 0;
+  /** A follower needed a snapshot while its data was released. */
+  private snapshotWanted = false;
   private readonly preVote: boolean;
   private readonly checkQuorum: boolean;
 
@@ -168,6 +180,7 @@ export class RaftNode {
     this.maxInflight = options.maxInflight ?? 64;
     this.maxBatchBytes = options.maxBatchBytes ?? 1024 * 1024;
     this.snapshotChunkBytes = options.snapshotChunkBytes ?? 256 * 1024;
+    this.releaseSnapshotTicks = options.releaseSnapshotTicks ?? 0;
     this.preVote = options.preVote ?? true;
     this.checkQuorum = options.checkQuorum ?? true;
     if (this.heartbeatTicks < 1 || this.electionTicks <= this.heartbeatTicks) {
@@ -211,6 +224,25 @@ export class RaftNode {
   tick(): void {
     if (this.role === "leader") this.tickLeader();
     else this.tickElection();
+    if (this.releaseSnapshotTicks > 0 && this.snapshotData) {
+      const inUse = this.role === "leader" &&
+        [...this.progress.values()].some((pr) => pr.state === "snapshot");
+      if (inUse) this.snapshotUnusedTicks = 0;
+      else if (++this.snapshotUnusedTicks >= this.releaseSnapshotTicks) {
+        this.snapshotData = undefined;
+        this.snapshotUnusedTicks = 0;
+      }
+    }
+  }
+
+  /**
+   * True (once) when a follower needed a snapshot whose data was released (see
+   * `releaseSnapshotTicks`): the host should take one and hand it over with {@link compact}.
+   */
+  takeSnapshotWanted(): boolean {
+    const wanted = this.snapshotWanted;
+    this.snapshotWanted = false;
+    return wanted;
   }
 
   /** Starts an election now (used by tests and after a leadership-transfer TimeoutNow). */
@@ -296,9 +328,11 @@ export class RaftNode {
    * metadata the core computed), which the host persists itself; undefined if not newer.
    */
   compact(index: number, data: Uint8Array, keepEntries = 0): Snapshot | undefined {
-    if (index <= (this.snapshotData?.meta.index ?? 0) || index <= this.log.snapshot.index) {
+    // At the log's own start only when that snapshot's data was released and is supplied again.
+    if (index <= (this.snapshotData?.meta.index ?? 0) || index < this.log.snapshot.index) {
       return undefined;
     }
+    if (index === this.log.snapshot.index && (index === 0 || this.snapshotData)) return undefined;
     if (index > this.log.applied) {
       throw new InvalidArgumentError(`compact(${index}) beyond applied ${this.log.applied}`);
     }
@@ -308,6 +342,7 @@ export class RaftNode {
       config: this.log.configAt(index),
     };
     this.snapshotData = { meta, data };
+    this.snapshotUnusedTicks = 0;
     const base = index - Math.max(0, keepEntries);
     if (base > this.log.snapshot.index) {
       this.log.compact({
@@ -814,7 +849,10 @@ export class RaftNode {
   }
 
   private startSnapshot(to: NodeId, pr: Progress): void {
-    if (!this.snapshotData) return;
+    if (!this.snapshotData) {
+      this.snapshotWanted = this.releaseSnapshotTicks > 0;
+      return;
+    }
     pr.becomeSnapshot(this.snapshotData.meta.index);
     this.sendSnapshotChunk(to, pr);
   }

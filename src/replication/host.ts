@@ -237,6 +237,8 @@ export class ReplicationHost<R> {
         random: opts.random ?? Math.random,
         electionTicks: opts.electionTicks ?? 6,
         heartbeatTicks: opts.heartbeatTicks ?? 1,
+        // No second copy of the state between transfers: maybeSnapshot supplies one on demand.
+        releaseSnapshotTicks: 4 * (opts.electionTicks ?? 6),
       },
       hadState ? persisted : undefined,
     );
@@ -751,6 +753,8 @@ export class ReplicationHost<R> {
       try {
         this.issueReads();
         await this.drainReady();
+        // A follower may need a snapshot while nothing else is ready (see takeSnapshotWanted).
+        await this.maybeSnapshot();
       } catch (err) {
         // Storage failed: the node cannot keep its promises any more, so it stops serving.
         this.fatal = err instanceof Error ? err : new Error(String(err));
@@ -909,9 +913,13 @@ export class ReplicationHost<R> {
    */
   private async maybeSnapshot(): Promise<void> {
     const applied = this.fsm.appliedIndex;
+    // The core released the latest snapshot's data and a follower needs it: take one now.
+    const wanted = this.raft.takeSnapshotWanted();
     const due = applied - this.lastSnapshotIndex >= this.snapshotEntries ||
       this.logBytesSinceSnapshot >= Math.max(this.snapshotMinLogBytes, this.stateBytes);
-    if (!this.pendingSnapshot && due && applied > this.lastSnapshotIndex) {
+    if (
+      !this.pendingSnapshot && (wanted || (due && applied > this.lastSnapshotIndex))
+    ) {
       this.logBytesSinceSnapshot = 0;
       this.pendingSnapshot = {
         index: applied,
@@ -922,12 +930,15 @@ export class ReplicationHost<R> {
     const pending = this.pendingSnapshot;
     if (!pending || this.raft.status().durableIndex < pending.index) return;
     this.pendingSnapshot = undefined;
-    this.lastSnapshotIndex = pending.index;
+    // The same index again: data for a snapshot already on disk, handed back to the core.
+    const resupplied = pending.index === this.lastSnapshotIndex;
+    this.lastSnapshotIndex = Math.max(this.lastSnapshotIndex, pending.index);
     // Keep a tail of the log so followers a little behind catch up without a snapshot.
     const keep = Math.min(this.snapshotEntries, 5000);
     const snap = this.raft.compact(pending.index, pending.data, keep);
     if (!snap) return;
     this.stateBytes = snap.data.length;
+    if (resupplied) return;
     const t0 = pending.startedMs;
     await this.storage.saveSnapshot(snap);
     this.hooks.onSnapshot?.({
