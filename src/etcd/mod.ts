@@ -17,5 +17,12 @@ export {
 } from "./watch.ts";
 export { CLUSTER_ID, memberId } from "./ids.ts";
 export { localEtcdBackend } from "./local.ts";
+export { createLeaseHandlers, type LeaseServiceOptions } from "./lease_service.ts";
+export {
+  Lessor,
+  type LessorOptions,
+  MAX_LEASE_TTL_SECONDS,
+  MIN_LEASE_TTL_SECONDS,
+} from "./lessor.ts";
 export { prefixEnd, rangeObject, txnAuthz } from "./authz.ts";
 export { toEtcdStatus } from "./errors.ts";

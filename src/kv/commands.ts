@@ -4,13 +4,17 @@
  *
  * Encoding, version 2 (all integers big-endian; "u53" is 8 bytes holding an integer below 2^53):
  * ```
- * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas, 5 txn, 6 compact) | u8 flags
+ * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas, 5 txn, 6 compact,
+ *   7 leaseGrant, 8 leaseRevoke, 9 leaseKeepAlive) | u8 flags
  *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str clockSource
  *   | u53 maxValueBytes (0: none) | u53 quotaBytes (0: none) | str key
  * [session]   str subject | str clientId | u53 seq
  * [set/append/cas] blob value
  * [txn]            blob etcdserverpb.TxnRequest (etcd's protobuf encoding)
  * [compact]        u53 revision
+ * [leaseGrant]     u53 leaseId | u53 ttlSeconds | str owner
+ * [leaseRevoke]    u53 leaseId | u8 expired
+ * [leaseKeepAlive] u53 leaseId
  * [expectValue]    blob expectValue
  * [expectVersion]  u53 expectVersion
  * ```
@@ -110,6 +114,36 @@ export interface CompactCommand extends CommandBase {
   readonly revision: number;
 }
 
+/**
+ * A lease (etcd's): `leaseId` chosen by the proposing edge (refused if it exists), `ttlSeconds`
+ * as granted, `owner` the subject that may keep it alive or revoke it. `key` is "".
+ */
+export interface LeaseGrantCommand extends CommandBase {
+  readonly type: "leaseGrant";
+  readonly leaseId: number;
+  readonly ttlSeconds: number;
+  readonly owner: string;
+}
+
+/**
+ * Ends a lease and deletes its keys at this entry's revision: a client's LeaseRevoke, or the
+ * leader's decision that it expired (`expired`). `key` is "".
+ */
+export interface LeaseRevokeCommand extends CommandBase {
+  readonly type: "leaseRevoke";
+  readonly leaseId: number;
+  readonly expired: boolean;
+}
+
+/**
+ * Renews a lease: every node restarts its TTL when this entry applies; only the leader's
+ * clock decides expiry. `key` is "".
+ */
+export interface LeaseKeepAliveCommand extends CommandBase {
+  readonly type: "leaseKeepAlive";
+  readonly leaseId: number;
+}
+
 /** Every command the state machine understands, discriminated on `type`. */
 export type Command =
   | SetCommand
@@ -117,7 +151,10 @@ export type Command =
   | AppendCommand
   | CasCommand
   | TxnCommand
-  | CompactCommand;
+  | CompactCommand
+  | LeaseGrantCommand
+  | LeaseRevokeCommand
+  | LeaseKeepAliveCommand;
 
 /** An etcd request the state machine refused, with etcd's code and message; nothing changed. */
 export interface EtcdFailure {
@@ -166,13 +203,25 @@ export interface CommandResult {
   readonly etcdError?: EtcdFailure;
   /** The store revision after this command (etcd's header revision). */
   readonly revision?: number;
+  /** A lease command's lease TTL as granted, in seconds. */
+  readonly ttlSeconds?: number;
 }
 
 /** The encoding's version byte as written; a decoder accepts this one and version 1. */
 export const COMMAND_ENCODING_VERSION = 2;
 const LEGACY_ENCODING_VERSION = 1;
 
-const TYPE_CODES = { set: 1, delete: 2, append: 3, cas: 4, txn: 5, compact: 6 } as const;
+const TYPE_CODES = {
+  set: 1,
+  delete: 2,
+  append: 3,
+  cas: 4,
+  txn: 5,
+  compact: 6,
+  leaseGrant: 7,
+  leaseRevoke: 8,
+  leaseKeepAlive: 9,
+} as const;
 const FLAG_SESSION = 1;
 const FLAG_EXPECT_VALUE = 2;
 const FLAG_EXPECT_VERSION = 4;
@@ -180,6 +229,12 @@ const FLAG_EXPECT_VERSION = 4;
 function checkLimit(name: string, v: number | undefined): void {
   if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) {
     throw new InvalidArgumentError(`${name} must be an integer >= 1, got ${v}`);
+  }
+}
+
+function checkLeaseId(id: number): void {
+  if (!Number.isSafeInteger(id) || id < 1) {
+    throw new InvalidArgumentError(`lease id must be an integer in [1, 2^53), got ${id}`);
   }
 }
 
@@ -218,6 +273,19 @@ export function validateCommand(cmd: Command): void {
       if (!Number.isSafeInteger(cmd.revision) || cmd.revision < 1) {
         throw new InvalidArgumentError(`compact revision must be >= 1, got ${cmd.revision}`);
       }
+      return;
+    case "leaseGrant":
+      if (!Number.isSafeInteger(cmd.ttlSeconds) || cmd.ttlSeconds < 1) {
+        throw new InvalidArgumentError(`lease TTL must be >= 1 s, got ${cmd.ttlSeconds}`);
+      }
+      if (utf8Length(cmd.owner) > MAX_CLOCK_SOURCE_BYTES) {
+        throw new InvalidArgumentError("lease owner is too long");
+      }
+      checkLeaseId(cmd.leaseId);
+      return;
+    case "leaseRevoke":
+    case "leaseKeepAlive":
+      checkLeaseId(cmd.leaseId);
       return;
     case "cas": {
       const hasValue = cmd.expectValue !== undefined;
@@ -267,6 +335,15 @@ export function encodeCommand(cmd: Command): Uint8Array {
     case "compact":
       size += 8;
       break;
+    case "leaseGrant":
+      size += 8 + 8 + 4 + utf8Length(cmd.owner);
+      break;
+    case "leaseRevoke":
+      size += 8 + 1;
+      break;
+    case "leaseKeepAlive":
+      size += 8;
+      break;
     case "cas":
       size += 4 + cmd.value.length;
       if (cmd.expectValue !== undefined) {
@@ -298,6 +375,14 @@ export function encodeCommand(cmd: Command): Uint8Array {
   }
   if (cmd.type === "txn") w.blob(txnBytes!);
   else if (cmd.type === "compact") w.u53(cmd.revision);
+  else if (cmd.type === "leaseGrant") {
+    w.u53(cmd.leaseId);
+    w.u53(cmd.ttlSeconds);
+    w.str(cmd.owner, utf8Length(cmd.owner));
+  } else if (cmd.type === "leaseRevoke") {
+    w.u53(cmd.leaseId);
+    w.u8(cmd.expired ? 1 : 0);
+  } else if (cmd.type === "leaseKeepAlive") w.u53(cmd.leaseId);
   else if (cmd.type !== "delete") w.blob(cmd.value);
   if (cmd.type === "cas") {
     if (cmd.expectValue !== undefined) w.blob(cmd.expectValue);
@@ -374,6 +459,18 @@ export function decodeCommand(bytes: Uint8Array): Command {
     case TYPE_CODES.compact:
       if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
       cmd = { type: "compact", ...base, revision: r.u53() };
+      break;
+    case TYPE_CODES.leaseGrant:
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      cmd = { type: "leaseGrant", ...base, leaseId: r.u53(), ttlSeconds: r.u53(), owner: r.str() };
+      break;
+    case TYPE_CODES.leaseRevoke:
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      cmd = { type: "leaseRevoke", ...base, leaseId: r.u53(), expired: r.u8() === 1 };
+      break;
+    case TYPE_CODES.leaseKeepAlive:
+      if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
+      cmd = { type: "leaseKeepAlive", ...base, leaseId: r.u53() };
       break;
     case TYPE_CODES.cas: {
       const value = r.blob();

@@ -75,6 +75,8 @@ export interface TxnStore {
   remove(key: string, current: HistoryEntry): void;
   compact(revision: number): void;
   noteQuotaAlarm(): void;
+  /** May `key` be attached to lease `id`? "missing": no such lease; "full": at its key limit. */
+  leaseRoom(id: number, key: string): "ok" | "missing" | "full";
 }
 
 /** Limits a write carries (from the proposing node's configuration). */
@@ -330,8 +332,13 @@ function applyPut(store: TxnStore, p: PutRequest, limits: TxnLimits): PutRespons
   const key = keyString(p.key);
   const current = store.get(key);
   if ((p.ignore_value || p.ignore_lease) && !current) throw ETCD_ERRORS.keyNotFound();
-  // mokv has no leases yet: a put that attaches one finds none.
-  if (!p.ignore_lease && p.lease !== 0) throw ETCD_ERRORS.leaseNotFound();
+  if (!p.ignore_lease && p.lease !== 0) {
+    const room = store.leaseRoom(p.lease, key);
+    if (room === "missing") throw ETCD_ERRORS.leaseNotFound();
+    if (room === "full") {
+      throw new EtcdError("RESOURCE_EXHAUSTED", "mokv: the lease holds as many keys as it may");
+    }
+  }
   // A copy that owns exactly its bytes: a decoded value is a view into the whole log entry.
   const value = p.ignore_value ? current!.value : new Uint8Array(p.value);
   if (limits.maxValueBytes !== undefined && value.length > limits.maxValueBytes) {

@@ -84,6 +84,39 @@ export interface KvStateMachineOptions {
   readonly historyRevisions?: number;
   /** Bytes the event history may account for. Default 64 MiB. */
   readonly historyBytes?: number;
+  /** Leases that may exist at once; a grant beyond is refused. Default 100,000. */
+  readonly maxLeases?: number;
+  /** Keys one lease may hold; attaching more is refused. Default 10,000. */
+  readonly maxKeysPerLease?: number;
+}
+
+/** A lease as the state machine keeps it (etcd's). */
+export interface LeaseInfo {
+  readonly id: number;
+  readonly ttlSeconds: number;
+  /** The subject that granted it: only it (or an admin) keeps it alive or revokes it. */
+  readonly owner: string;
+  /** The keys attached to it. */
+  readonly keys: ReadonlySet<string>;
+}
+
+/** A lease command applied: every node's lessor restarts or drops its TTL clock on it. */
+export interface LeaseEvent {
+  readonly type: "grant" | "keepalive" | "revoke";
+  readonly leaseId: number;
+  readonly ttlSeconds: number;
+}
+
+/** Default {@link KvStateMachineOptions.maxLeases}. */
+export const DEFAULT_MAX_LEASES = 100_000;
+/** Default {@link KvStateMachineOptions.maxKeysPerLease}. */
+export const DEFAULT_MAX_KEYS_PER_LEASE = 10_000;
+
+interface Lease {
+  readonly id: number;
+  readonly ttlSeconds: number;
+  readonly owner: string;
+  readonly keys: Set<string>;
 }
 
 /**
@@ -229,6 +262,10 @@ export class KvStateMachine {
   #events: KvEvent[] = [];
   #eventListeners: ((rev: RevisionEvents) => void)[] = [];
   #resetListeners: ((revision: number) => void)[] = [];
+  #leases = new Map<number, Lease>();
+  #leaseListeners: ((e: LeaseEvent) => void)[] = [];
+  readonly maxLeases: number;
+  readonly maxKeysPerLease: number;
 
   constructor(options: KvStateMachineOptions = {}) {
     this.sessionTtlMs = options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS;
@@ -237,6 +274,8 @@ export class KvStateMachine {
     this.maxSessionBytesPerSubject = options.maxSessionBytesPerSubject ??
       DEFAULT_MAX_SESSION_BYTES_PER_SUBJECT;
     this.maxSessionBytes = options.maxSessionBytes ?? DEFAULT_MAX_SESSION_BYTES;
+    this.maxLeases = options.maxLeases ?? DEFAULT_MAX_LEASES;
+    this.maxKeysPerLease = options.maxKeysPerLease ?? DEFAULT_MAX_KEYS_PER_LEASE;
     this.#history = new EventHistory(
       options.historyRevisions ?? DEFAULT_HISTORY_REVISIONS,
       options.historyBytes ?? DEFAULT_HISTORY_BYTES,
@@ -298,6 +337,24 @@ export class KvStateMachine {
     this.#resetListeners.push(listener);
     return () => {
       this.#resetListeners = this.#resetListeners.filter((l) => l !== listener);
+    };
+  }
+
+  /** The lease `id`, or undefined. */
+  lease(id: number): LeaseInfo | undefined {
+    return this.#leases.get(id);
+  }
+
+  /** Every lease, in grant order. */
+  leases(): LeaseInfo[] {
+    return [...this.#leases.values()];
+  }
+
+  /** Calls `listener` after every applied lease grant, keep-alive and revoke. */
+  onLease(listener: (e: LeaseEvent) => void): () => void {
+    this.#leaseListeners.push(listener);
+    return () => {
+      this.#leaseListeners = this.#leaseListeners.filter((l) => l !== listener);
     };
   }
 
@@ -438,6 +495,8 @@ export class KvStateMachine {
       size += 4 + utf8Length(key) + 8 + 8 + 8 + 8 + 4 + entry.value.length;
     });
     size += 4;
+    for (const l of this.#leases.values()) size += 8 + 8 + 4 + utf8Length(l.owner);
+    size += 4;
     for (const [source] of this.#clocks) size += 4 + utf8Length(source) + 8 + 8;
     size += 4;
     for (const s of this.#sessions.values()) {
@@ -463,6 +522,12 @@ export class KvStateMachine {
       w.u53(entry.lease);
       w.blob(entry.value);
     });
+    w.u32(this.#leases.size);
+    for (const l of this.#leases.values()) {
+      w.u53(l.id);
+      w.u53(l.ttlSeconds);
+      w.str(l.owner, utf8Length(l.owner));
+    }
     w.u32(this.#clocks.size);
     for (const [source, anchor] of this.#clocks) {
       w.str(source, utf8Length(source));
@@ -548,6 +613,16 @@ export class KvStateMachine {
     const tree: Tree = keys.length === 0
       ? new BTree<string, KvEntry>(undefined, compareKeys)
       : bulkLoad(keys, values, BTREE_NODE_SIZE, compareKeys) as Tree;
+    const leases = new Map<number, Lease>();
+    const leaseCount = withMeta ? r.u32() : 0;
+    for (let i = 0; i < leaseCount; i++) {
+      const id = r.u53();
+      leases.set(id, { id, ttlSeconds: r.u53(), owner: r.str(), keys: new Set() });
+    }
+    // Attachments live in the keys' metadata: rebuild each lease's key set from them.
+    for (let i = 0; i < keys.length; i++) {
+      if (values[i].lease !== 0) leases.get(values[i].lease)?.keys.add(keys[i]);
+    }
     const clocks = new Map<string, ClockAnchor>();
     const clockCount = legacy ? 0 : r.u32();
     for (let i = 0; i < clockCount; i++) {
@@ -599,6 +674,7 @@ export class KvStateMachine {
     this.#mutations++;
     this.#revision = revision;
     this.#compacted = compacted;
+    this.#leases = leases;
     this.#events = [];
     // The history of a replaced state says nothing about the new one.
     this.#history.reset(revision);
@@ -695,6 +771,8 @@ export class KvStateMachine {
       lease,
     };
     this.#tree.set(key, entry);
+    if (previous?.lease) this.#leases.get(previous.lease)?.keys.delete(key);
+    if (lease) this.#leases.get(lease)?.keys.add(key);
     this.#events.push(
       previous ? { type: "put", key, entry, prev: previous } : { type: "put", key, entry },
     );
@@ -708,6 +786,7 @@ export class KvStateMachine {
 
   #remove(key: string, current: KvEntry): void {
     this.#tree.delete(key);
+    if (current.lease) this.#leases.get(current.lease)?.keys.delete(key);
     this.#arena.release(current.value);
     this.#byteCount -= utf8Length(key) + current.value.length;
     this.#quotaAlarm = false;
@@ -733,7 +812,21 @@ export class KvStateMachine {
       noteQuotaAlarm: () => {
         this.#quotaAlarm = true;
       },
+      leaseRoom: (id, key) => {
+        const l = this.#leases.get(id);
+        if (!l) return "missing";
+        return l.keys.has(key) || l.keys.size < this.maxKeysPerLease ? "ok" : "full";
+      },
     };
+  }
+
+  #leaseEvent(e: LeaseEvent): void {
+    for (const l of this.#leaseListeners) l(e);
+  }
+
+  #leaseFailure(index: number, code: string, message: string): CommandResult {
+    void index;
+    return { ok: false, version: 0, etcdError: { code, message }, revision: this.#revision };
   }
 
   /**
@@ -861,6 +954,54 @@ export class KvStateMachine {
         this.#compacted = cmd.revision;
         this.#history.compact(cmd.revision);
         return { ok: true, version: index, revision: this.#revision };
+      case "leaseGrant": {
+        if (this.#leases.has(cmd.leaseId)) {
+          return this.#leaseFailure(
+            index,
+            "FAILED_PRECONDITION",
+            "etcdserver: lease already exists",
+          );
+        }
+        if (this.#leases.size >= this.maxLeases) {
+          return this.#leaseFailure(
+            index,
+            "RESOURCE_EXHAUSTED",
+            `mokv: at most ${this.maxLeases} leases may exist`,
+          );
+        }
+        const l = {
+          id: cmd.leaseId,
+          ttlSeconds: cmd.ttlSeconds,
+          owner: cmd.owner,
+          keys: new Set<string>(),
+        };
+        this.#leases.set(l.id, l);
+        this.#leaseEvent({ type: "grant", leaseId: l.id, ttlSeconds: l.ttlSeconds });
+        return { ok: true, version: index, ttlSeconds: l.ttlSeconds, revision: this.#revision };
+      }
+      case "leaseKeepAlive": {
+        const l = this.#leases.get(cmd.leaseId);
+        if (!l) {
+          return this.#leaseFailure(index, "NOT_FOUND", "etcdserver: requested lease not found");
+        }
+        this.#leaseEvent({ type: "keepalive", leaseId: l.id, ttlSeconds: l.ttlSeconds });
+        return { ok: true, version: index, ttlSeconds: l.ttlSeconds, revision: this.#revision };
+      }
+      case "leaseRevoke": {
+        const l = this.#leases.get(cmd.leaseId);
+        if (!l) {
+          return this.#leaseFailure(index, "NOT_FOUND", "etcdserver: requested lease not found");
+        }
+        // Every key of the lease is deleted at this revision (watchers see the DELETEs).
+        for (const key of [...l.keys].sort(compareKeys)) {
+          const current = this.#tree.get(key);
+          if (current) this.#remove(key, current);
+        }
+        this.#leases.delete(l.id);
+        this.#leaseEvent({ type: "revoke", leaseId: l.id, ttlSeconds: l.ttlSeconds });
+        const changed = this.#events.length > 0;
+        return { ok: true, version: index, revision: changed ? index : this.#revision };
+      }
       default: {
         const never: never = cmd;
         return never;
@@ -873,6 +1014,8 @@ export class KvStateMachine {
     for (let i = this.#events.length - 1; i >= mark; i--) {
       const e = this.#events[i];
       if (e.entry) this.#arena.release(e.entry.value);
+      if (e.entry?.lease) this.#leases.get(e.entry.lease)?.keys.delete(e.key);
+      if (e.prev?.lease) this.#leases.get(e.prev.lease)?.keys.add(e.key);
       if (e.prev) {
         this.#arena.reacquire(e.prev.value);
         this.#tree.set(e.key, e.prev as KvEntry);

@@ -21,7 +21,13 @@ import {
 } from "../api/mod.ts";
 import { createHealthHandlers, type HealthServiceOptions } from "./health.ts";
 import { DEFAULT_QUOTA_BYTES } from "../kv/mod.ts";
-import { createEtcdHandlers, createWatchHandler, type EtcdBackend } from "../etcd/mod.ts";
+import {
+  createEtcdHandlers,
+  createLeaseHandlers,
+  createWatchHandler,
+  type EtcdBackend,
+  Lessor,
+} from "../etcd/mod.ts";
 import {
   createKvServiceHandlers,
   DEFAULT_MAX_KEY_BYTES,
@@ -130,6 +136,7 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   server.addService(healthServiceDefinition, createHealthHandlers(options.backend, options));
   if (options.etcd) {
     const clockSource = `${options.backend.nodeId}#etcd-${crypto.randomUUID().slice(0, 8)}`;
+    const stamp = () => ({ timeMs: Math.floor(performance.now()), clockSource });
     const etcd = createEtcdHandlers({
       backend: options.etcd,
       authorize: options.authorize,
@@ -137,8 +144,31 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
       maxKeyBytes,
       maxValueBytes,
       quotaBytes: options.quotaBytes ?? DEFAULT_QUOTA_BYTES,
-      stamp: () => ({ timeMs: Math.floor(performance.now()), clockSource }),
+      stamp,
     });
+    // Lease expiry runs as long as the server does.
+    const lessor = new Lessor({ backend: options.etcd, stamp });
+    lessor.start();
+    const forceShutdown = server.forceShutdown.bind(server);
+    const tryShutdown = server.tryShutdown.bind(server);
+    server.forceShutdown = () => {
+      lessor.stop();
+      forceShutdown();
+    };
+    server.tryShutdown = (cb) => {
+      lessor.stop();
+      tryShutdown(cb);
+    };
+    server.addService(
+      withWireCheck(etcdServiceDefinitions.Lease),
+      createLeaseHandlers({
+        backend: options.etcd,
+        lessor,
+        authorize: options.authorize,
+        onRequest: options.onRequest,
+        stamp,
+      }),
+    );
     server.addService(withWireCheck(etcdServiceDefinitions.KV), etcd.kv);
     server.addService(withWireCheck(etcdServiceDefinitions.Cluster), etcd.cluster);
     server.addService(withWireCheck(etcdServiceDefinitions.Maintenance), etcd.maintenance);

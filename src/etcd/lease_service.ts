@@ -1,0 +1,203 @@
+/**
+ * etcd's Lease service (wire compatible with etcd 3.4): LeaseGrant, LeaseRevoke,
+ * LeaseKeepAlive (the bidirectional stream), LeaseTimeToLive, LeaseLeases. Grants, keep-alives
+ * and revokes are log entries, so they reach the leader from any node and every replica
+ * agrees; expiry is the leader's (lessor.ts).
+ *
+ * Authorization: granting needs `produce` on the object `lease`; a lease belongs to the
+ * subject that granted it, and only that subject (or one allowed `admin` on `*`) may keep it
+ * alive, revoke it, read its TTL or see it listed. Attaching a key to it needs `produce` on
+ * the key, as any put.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { PermissionDeniedError } from "../errors.ts";
+import { EtcdError } from "../kv/mod.ts";
+import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
+import { subjectOf } from "../server/kv_service.ts";
+import type { EtcdBackend } from "./backend.ts";
+import { failureError, toEtcdStatus } from "./errors.ts";
+import { leaseKeys, type Lessor, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS } from "./lessor.ts";
+import { header } from "./service.ts";
+
+/** Settings of the Lease service. */
+export interface LeaseServiceOptions {
+  readonly backend: EtcdBackend;
+  readonly lessor: Lessor;
+  readonly authorize?: AuthorizeFn;
+  readonly onRequest?: (info: RequestInfo) => void;
+  readonly stamp: () => { timeMs: number; clockSource: string };
+  /** Lease ids for grants that ask for none. Default: random in [1, 2^52). */
+  readonly newLeaseId?: () => number;
+}
+
+const NOT_FOUND = () => new EtcdError("NOT_FOUND", "etcdserver: requested lease not found");
+
+/** Builds the handlers of `etcdserverpb.Lease`. */
+export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServiceImplementation {
+  const { backend, lessor } = opts;
+  const newId = opts.newLeaseId ?? (() => 1 + Math.floor(Math.random() * (2 ** 52 - 1)));
+
+  async function mayUse(subject: string, leaseId: number): Promise<void> {
+    const lease = backend.store.lease(leaseId);
+    if (!lease) throw NOT_FOUND();
+    if (!opts.authorize || lease.owner === subject) return;
+    if (await opts.authorize(subject, "*", "admin")) return;
+    throw new PermissionDeniedError(subject || "anonymous", "use lease", String(leaseId));
+  }
+
+  function report(method: string, startedMs: number, subject: string, error?: unknown) {
+    try {
+      opts.onRequest?.({
+        method,
+        code: error === undefined ? grpc.status.OK : toEtcdStatus(error).code,
+        durationMs: performance.now() - startedMs,
+        subject,
+        ...(error === undefined
+          ? {}
+          : { error: error instanceof Error ? error : new Error(String(error)) }),
+      });
+    } catch {
+      // a hook failure never fails the request
+    }
+  }
+
+  function unary<Req, Res>(
+    method: string,
+    handle: (req: Req, subject: string) => Promise<Res>,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      const startedMs = performance.now();
+      const subject = subjectOf(call);
+      handle(call.request, subject).then(
+        (res) => {
+          callback(null, res);
+          report(method, startedMs, subject);
+        },
+        (error: unknown) => {
+          const st = toEtcdStatus(error);
+          callback({ code: st.code, details: st.details, metadata: st.metadata });
+          report(method, startedMs, subject, error);
+        },
+      );
+    };
+  }
+
+  async function keepAlive(subject: string, id: number): Promise<number> {
+    await mayUse(subject, id);
+    const r = await backend.apply({
+      type: "leaseKeepAlive",
+      key: "",
+      leaseId: id,
+      ...opts.stamp(),
+    });
+    if (r.etcdError) throw failureError(r.etcdError);
+    return r.ttlSeconds ?? 0;
+  }
+
+  return {
+    LeaseGrant: unary<{ TTL: number; ID: number }, unknown>(
+      "/etcdserverpb.Lease/LeaseGrant",
+      async (req, subject) => {
+        if (opts.authorize && !(await opts.authorize(subject, "lease", "produce"))) {
+          throw new PermissionDeniedError(subject || "anonymous", "produce", "lease");
+        }
+        if (req.TTL > MAX_LEASE_TTL_SECONDS) {
+          throw new EtcdError("OUT_OF_RANGE", "etcdserver: too large lease TTL");
+        }
+        if (req.ID < 0 || !Number.isSafeInteger(req.ID)) {
+          throw new EtcdError("INVALID_ARGUMENT", "mokv: lease IDs are integers in [1, 2^53)");
+        }
+        const ttlSeconds = Math.max(MIN_LEASE_TTL_SECONDS, Math.ceil(req.TTL));
+        const leaseId = req.ID > 0 ? req.ID : newId();
+        const r = await backend.apply({
+          type: "leaseGrant",
+          key: "",
+          leaseId,
+          ttlSeconds,
+          owner: subject,
+          ...opts.stamp(),
+        });
+        if (r.etcdError) throw failureError(r.etcdError);
+        return { header: header(backend, r.revision), ID: leaseId, TTL: ttlSeconds, error: "" };
+      },
+    ),
+    LeaseRevoke: unary<{ ID: number }, unknown>(
+      "/etcdserverpb.Lease/LeaseRevoke",
+      async (req, subject) => {
+        await mayUse(subject, req.ID);
+        const r = await backend.apply({
+          type: "leaseRevoke",
+          key: "",
+          leaseId: req.ID,
+          expired: false,
+          ...opts.stamp(),
+        });
+        if (r.etcdError) throw failureError(r.etcdError);
+        return { header: header(backend, r.revision) };
+      },
+    ),
+    LeaseTimeToLive: unary<{ ID: number; keys: boolean }, unknown>(
+      "/etcdserverpb.Lease/LeaseTimeToLive",
+      async (req, subject) => {
+        const lease = backend.store.lease(req.ID);
+        // etcd answers an unknown lease with TTL -1, not an error.
+        if (!lease) {
+          return { header: header(backend), ID: req.ID, TTL: -1, grantedTTL: 0, keys: [] };
+        }
+        await mayUse(subject, req.ID);
+        return {
+          header: header(backend),
+          ID: req.ID,
+          TTL: lessor.remainingSeconds(req.ID),
+          grantedTTL: lease.ttlSeconds,
+          keys: req.keys ? leaseKeys(lease.keys) : [],
+        };
+      },
+    ),
+    LeaseLeases: unary<unknown, unknown>(
+      "/etcdserverpb.Lease/LeaseLeases",
+      async (_req, subject) => {
+        const all = !opts.authorize || await opts.authorize(subject, "*", "admin");
+        const leases = backend.store.leases().filter((l) => all || l.owner === subject);
+        return { header: header(backend), leases: leases.map((l) => ({ ID: l.id })) };
+      },
+    ),
+    LeaseKeepAlive: (call: grpc.ServerDuplexStream<{ ID: number }, unknown>) => {
+      const startedMs = performance.now();
+      const subject = subjectOf(call);
+      let queue: Promise<void> = Promise.resolve();
+      let closed = false;
+      call.on("data", (req: { ID: number }) => {
+        queue = queue.then(async () => {
+          if (closed) return;
+          let ttl = 0;
+          try {
+            ttl = await keepAlive(subject, req.ID);
+          } catch (error) {
+            // etcd answers a keep-alive of an unknown lease with TTL 0 (the client then
+            // treats the lease as expired); a denied or failed one ends the stream.
+            if (!(error instanceof EtcdError && error.code === "NOT_FOUND")) {
+              const st = toEtcdStatus(error);
+              closed = true;
+              call.destroy(Object.assign(new Error(st.details), st));
+              report("/etcdserverpb.Lease/LeaseKeepAlive", startedMs, subject, error);
+              return;
+            }
+          }
+          if (!closed) call.write({ header: header(backend), ID: req.ID, TTL: ttl });
+        });
+      });
+      const end = () => {
+        if (closed) return;
+        closed = true;
+        report("/etcdserverpb.Lease/LeaseKeepAlive", startedMs, subject);
+      };
+      call.on("end", () => {
+        end();
+        call.end();
+      });
+      call.on("cancelled", end);
+      call.on("error", end);
+    },
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * The lessor: when each lease expires, on this node's clock. Every node follows every lease
+ * (a grant or a keep-alive restarts its TTL where it applies), but only the leader acts: it
+ * proposes the revoke of an expired lease through the log, so every replica deletes the same
+ * keys at the same revision. A node that becomes leader first gives every lease its full TTL
+ * again (as etcd's lessor does on promotion), so a leader change never expires a lease early;
+ * at worst a lease lives one TTL longer than its last keep-alive.
+ */
+import { type Command, keyBytes } from "../kv/mod.ts";
+import type { EtcdBackend } from "./backend.ts";
+
+/** Shortest TTL granted, in seconds: shorter requests are raised to it, as etcd does. */
+export const MIN_LEASE_TTL_SECONDS = 2;
+/** Longest TTL granted, in seconds (etcd's MaxLeaseTTL). */
+export const MAX_LEASE_TTL_SECONDS = 9_000_000_000;
+/** Expired leases revoked per check, at most (the rest wait for the next check). */
+const REVOKES_PER_CHECK = 256;
+
+/** Settings of a {@link Lessor}. */
+export interface LessorOptions {
+  readonly backend: EtcdBackend;
+  /** Fields every command carries (see service.ts). */
+  readonly stamp: () => { timeMs: number; clockSource: string };
+  /** Monotonic milliseconds. Default `performance.now()`. */
+  readonly nowMs?: () => number;
+  /** How often expiry is checked. Default 250 ms. */
+  readonly checkMs?: number;
+}
+
+/** Tracks lease deadlines and, on the leader, revokes what expired. See the module comment. */
+export class Lessor {
+  readonly #backend: EtcdBackend;
+  readonly #stamp: LessorOptions["stamp"];
+  readonly #now: () => number;
+  readonly #checkMs: number;
+  readonly #deadline = new Map<number, number>();
+  readonly #revoking = new Set<number>();
+  #leading = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #unsubscribe: (() => void)[] = [];
+
+  constructor(options: LessorOptions) {
+    this.#backend = options.backend;
+    this.#stamp = options.stamp;
+    this.#now = options.nowMs ?? (() => performance.now());
+    this.#checkMs = options.checkMs ?? 250;
+  }
+
+  /** Starts following the store's leases and checking expiry. */
+  start(): void {
+    if (this.#timer !== undefined) return;
+    const store = this.#backend.store;
+    this.#renewAll();
+    this.#unsubscribe = [
+      store.onLease((e) => {
+        if (e.type === "revoke") this.#deadline.delete(e.leaseId);
+        else this.#deadline.set(e.leaseId, this.#now() + e.ttlSeconds * 1000);
+      }),
+      store.onReset(() => this.#renewAll()),
+    ];
+    this.#timer = setInterval(() => this.check(), this.#checkMs);
+  }
+
+  /** Stops checking (the node is shutting down). */
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    for (const u of this.#unsubscribe) u();
+    this.#unsubscribe = [];
+  }
+
+  /** Seconds until lease `id` expires by this node's clock (-1 when unknown), rounded up. */
+  remainingSeconds(id: number): number {
+    const d = this.#deadline.get(id);
+    if (d === undefined) return -1;
+    return Math.max(0, Math.ceil((d - this.#now()) / 1000));
+  }
+
+  /** One expiry check: on the leader, proposes the revoke of every expired lease. */
+  check(): void {
+    const leading = this.#backend.raftStatus().leader === this.#backend.nodeId;
+    if (leading && !this.#leading) this.#renewAll(); // a new leader: full TTLs first
+    this.#leading = leading;
+    if (!leading) return;
+    const now = this.#now();
+    let started = 0;
+    for (const [id, deadline] of this.#deadline) {
+      if (deadline > now || this.#revoking.has(id)) continue;
+      if (++started > REVOKES_PER_CHECK) break;
+      this.#revoking.add(id);
+      const cmd: Command = {
+        type: "leaseRevoke",
+        key: "",
+        leaseId: id,
+        expired: true,
+        ...this.#stamp(),
+      };
+      this.#backend.apply(cmd).catch(() => undefined).finally(() => this.#revoking.delete(id));
+    }
+  }
+
+  #renewAll(): void {
+    const now = this.#now();
+    this.#deadline.clear();
+    for (const l of this.#backend.store.leases()) {
+      this.#deadline.set(l.id, now + l.ttlSeconds * 1000);
+    }
+  }
+}
+
+/** A lease's attached keys as etcd returns them. */
+export function leaseKeys(keys: ReadonlySet<string>): Uint8Array[] {
+  return [...keys].sort().map((k) => keyBytes(k));
+}
