@@ -34,3 +34,14 @@ export interface EtcdBackend {
   /** Consistent backup of the state machine (after a linearizable barrier). */
   snapshot(): Promise<Uint8Array>;
 }
+
+/**
+ * Applies `cmd` and resolves once this node has applied it too: on a follower, a forwarded
+ * write is answered as soon as the leader applied it, and the client's next request here
+ * (a keep-alive of the lease it was just granted, a serializable read) must see it.
+ */
+export async function applyHere(backend: EtcdBackend, cmd: Command): Promise<CommandResult> {
+  const result = await backend.apply(cmd);
+  if (result.version > 0) await backend.store.whenApplied(result.version);
+  return result;
+}

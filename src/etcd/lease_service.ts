@@ -14,7 +14,7 @@ import { PermissionDeniedError } from "../errors.ts";
 import { EtcdError } from "../kv/mod.ts";
 import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
 import { subjectOf } from "../server/kv_service.ts";
-import type { EtcdBackend } from "./backend.ts";
+import { applyHere, type EtcdBackend } from "./backend.ts";
 import { failureError, toEtcdStatus } from "./errors.ts";
 import { leaseKeys, type Lessor, MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS } from "./lessor.ts";
 import { header } from "./service.ts";
@@ -38,7 +38,12 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
   const newId = opts.newLeaseId ?? (() => 1 + Math.floor(Math.random() * (2 ** 52 - 1)));
 
   async function mayUse(subject: string, leaseId: number): Promise<void> {
-    const lease = backend.store.lease(leaseId);
+    let lease = backend.store.lease(leaseId);
+    if (!lease) {
+      // Granted through another node a moment ago? Catch up with the leader before saying no.
+      await backend.readBarrier("linearizable");
+      lease = backend.store.lease(leaseId);
+    }
     if (!lease) throw NOT_FOUND();
     if (!opts.authorize || lease.owner === subject) return;
     if (await opts.authorize(subject, "*", "admin")) return;
@@ -84,14 +89,15 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
 
   async function keepAlive(subject: string, id: number): Promise<number> {
     await mayUse(subject, id);
-    const r = await backend.apply({
+    const r = await applyHere(backend, {
       type: "leaseKeepAlive",
       key: "",
       leaseId: id,
       ...opts.stamp(),
     });
     if (r.etcdError) throw failureError(r.etcdError);
-    return r.ttlSeconds ?? 0;
+    // Applied here too by now (a forwarded result does not carry the TTL): read it locally.
+    return backend.store.lease(id)?.ttlSeconds ?? 0;
   }
 
   return {
@@ -109,7 +115,7 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
         }
         const ttlSeconds = Math.max(MIN_LEASE_TTL_SECONDS, Math.ceil(req.TTL));
         const leaseId = req.ID > 0 ? req.ID : newId();
-        const r = await backend.apply({
+        const r = await applyHere(backend, {
           type: "leaseGrant",
           key: "",
           leaseId,
@@ -125,7 +131,7 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
       "/etcdserverpb.Lease/LeaseRevoke",
       async (req, subject) => {
         await mayUse(subject, req.ID);
-        const r = await backend.apply({
+        const r = await applyHere(backend, {
           type: "leaseRevoke",
           key: "",
           leaseId: req.ID,

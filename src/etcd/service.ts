@@ -23,7 +23,7 @@ import {
 } from "../kv/mod.ts";
 import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
 import { subjectOf } from "../server/kv_service.ts";
-import type { EtcdBackend } from "./backend.ts";
+import { applyHere, type EtcdBackend } from "./backend.ts";
 import { type EtcdAuthz, rangeObject, txnAuthz } from "./authz.ts";
 import { failureError, NO_LEADER, toEtcdStatus } from "./errors.ts";
 import { CLUSTER_ID, memberId, nameOfMember } from "./ids.ts";
@@ -153,7 +153,7 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
       maxValueBytes: opts.maxValueBytes,
       quotaBytes: opts.quotaBytes,
     };
-    const result = await backend.apply(cmd);
+    const result = await applyHere(backend, cmd);
     if (result.etcdError) throw failureError(result.etcdError);
     if (!result.txn) throw new EtcdError("INVALID_ARGUMENT", "etcdserver: txn did not apply");
     return { result, txn: result.txn };
@@ -171,7 +171,7 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
         keyString(req.key.length === 0 ? new Uint8Array([0]) : req.key);
         await barrier(req.serializable);
         const res = backend.store.range(req);
-        return { header: header(backend), ...res };
+        return { ...res, header: header(backend) };
       },
     ),
     Put: unary<
@@ -191,7 +191,8 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
         const { result, txn } = await applyTxn(
           normalizeTxn({ success: [{ request_put: req }] }),
         );
-        return { header: header(backend, result.revision), ...txn.responses[0].response_put };
+        // The header goes last: a response decoded from a forwarding follower has header: null.
+        return { ...txn.responses[0].response_put, header: header(backend, result.revision) };
       },
     ),
     DeleteRange: unary<{ key: Uint8Array; range_end: Uint8Array; prev_kv: boolean }, unknown>(
@@ -202,8 +203,8 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
           normalizeTxn({ success: [{ request_delete_range: req }] }),
         );
         return {
-          header: header(backend, result.revision),
           ...txn.responses[0].response_delete_range,
+          header: header(backend, result.revision),
         };
       },
     ),
@@ -216,17 +217,17 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
           checkTxn(req);
           await barrier(false);
           const res = evaluateReadOnlyTxn(storeView(backend), req);
-          return { header: header(backend), ...res };
+          return { ...res, header: header(backend) };
         }
         const { result, txn } = await applyTxn(req);
-        return { header: header(backend, result.revision), ...txn };
+        return { ...txn, header: header(backend, result.revision) };
       },
     ),
     Compact: unary<{ revision: number; physical: boolean }, unknown>(
       "/etcdserverpb.KV/Compact",
       () => [{ action: "admin", object: "*" }],
       async (req) => {
-        const result = await backend.apply({
+        const result = await applyHere(backend, {
           type: "compact",
           key: "",
           revision: req.revision,

@@ -263,6 +263,8 @@ export class KvStateMachine {
   #eventListeners: ((rev: RevisionEvents) => void)[] = [];
   #resetListeners: ((revision: number) => void)[] = [];
   #leases = new Map<number, Lease>();
+  /** Callers waiting until the applied index reaches theirs (see whenApplied). */
+  #appliedWaiters: { index: number; resolve: () => void }[] = [];
   #leaseListeners: ((e: LeaseEvent) => void)[] = [];
   readonly maxLeases: number;
   readonly maxKeysPerLease: number;
@@ -399,6 +401,7 @@ export class KvStateMachine {
   apply(index: number, data: Uint8Array): CommandResult {
     if (!(index > this.#appliedIndex)) return NOT_APPLIED;
     this.#appliedIndex = index;
+    if (this.#appliedWaiters.length > 0) queueMicrotask(() => this.#releaseWaiters());
     let cmd: Command;
     try {
       cmd = decodeCommand(data);
@@ -458,6 +461,26 @@ export class KvStateMachine {
    */
   markApplied(index: number): void {
     if (index > this.#appliedIndex) this.#appliedIndex = index;
+    if (this.#appliedWaiters.length > 0) this.#releaseWaiters();
+  }
+
+  /**
+   * Resolves once the entry at `index` is applied here. A follower's forwarded write is
+   * answered when the leader applied it; what the same client does next on this node (a
+   * keep-alive of the lease it just granted, a serializable read) must see it too.
+   */
+  whenApplied(index: number): Promise<void> {
+    if (index <= this.#appliedIndex) return Promise.resolve();
+    return new Promise((resolve) => this.#appliedWaiters.push({ index, resolve }));
+  }
+
+  #releaseWaiters(): void {
+    const still: { index: number; resolve: () => void }[] = [];
+    for (const w of this.#appliedWaiters) {
+      if (w.index <= this.#appliedIndex) w.resolve();
+      else still.push(w);
+    }
+    this.#appliedWaiters = still;
   }
 
   /** The value and version under `key`, or undefined. */
@@ -679,6 +702,7 @@ export class KvStateMachine {
     // The history of a replaced state says nothing about the new one.
     this.#history.reset(revision);
     for (const l of this.#resetListeners) l(revision);
+    this.#releaseWaiters();
   }
 
   /** Moves log time by what elapsed on `source` since its last reading (see the class comment). */

@@ -6,67 +6,19 @@
  * the last acknowledged write. `.ci/run` installs Go and the library.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { eventually, startCluster, type TestCluster } from "../helpers/cluster.ts";
+import { eventually, startCluster } from "../helpers/cluster.ts";
+import { buildClientv3, run, tlsArgs } from "./_tools.ts";
 import { set } from "../node/_kv.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const td = new TextDecoder();
-const SOURCE = new URL("./clientv3/main.go", import.meta.url).pathname;
-
-/** Builds the Go program once per machine (the Go build cache makes later builds quick). */
-async function build(): Promise<string> {
-  const root = "/tmp/mokv-clientv3";
-  const pkg = `${root}/src/clientv3check`;
-  await Deno.mkdir(pkg, { recursive: true });
-  await Deno.copyFile(SOURCE, `${pkg}/main.go`);
-  const out = `${root}/clientv3check`;
-  const r = await new Deno.Command("go", {
-    args: ["build", "-o", out, "clientv3check"],
-    env: {
-      GO111MODULE: "off",
-      GOPATH: `${root}:/usr/share/gocode`,
-      GOCACHE: `${root}/cache`,
-      GOFLAGS: "",
-      GOPROXY: "off",
-      CGO_ENABLED: "0",
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!r.success) {
-    throw new Error(
-      `go build of clientv3check failed (is golang-etcd-server-dev installed?): ${
-        td.decode(r.stderr)
-      }`,
-    );
-  }
-  return out;
-}
-
-function tlsArgs(c: TestCluster): string[] {
-  return [
-    `-cacert=${c.certs.ca}`,
-    `-cert=${c.certs.rootClient.cert}`,
-    `-key=${c.certs.rootClient.key}`,
-  ];
-}
-
-async function run(bin: string, args: string[]): Promise<string> {
-  const child = new Deno.Command(bin, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
-  const r = await child.output();
-  clearTimeout(timer);
-  if (!r.success) throw new Error(`clientv3check ${args[0]} failed: ${td.decode(r.stderr)}`);
-  return td.decode(r.stdout);
-}
 
 Deno.test({
   name:
     "etcd clientv3: racing transactions, watch resume after SIGKILL, linearizable Range after a leader change",
   ...opts,
   fn: async (t) => {
-    const bin = await build();
+    const bin = await buildClientv3();
     const c = await startCluster({ size: 3 });
     try {
       await t.step("transactions racing on one key lose and duplicate nothing", async () => {

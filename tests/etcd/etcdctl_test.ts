@@ -3,71 +3,11 @@
  * etcdctl 3.4 from Debian's etcd-client, unchanged. `.ci/run` installs it.
  */
 import { assert, assertEquals } from "../helpers/assert.ts";
-import { eventually, startCluster, type TestCluster } from "../helpers/cluster.ts";
+import { eventually, startCluster } from "../helpers/cluster.ts";
+import { etcdctl, etcdctlFlags, hasEtcdctl, ok } from "./_tools.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const td = new TextDecoder();
-
-interface Run {
-  readonly code: number;
-  readonly out: string;
-  readonly err: string;
-}
-
-function etcdctlFlags(c: TestCluster, endpoints: readonly string[]): string[] {
-  return [
-    `--endpoints=${endpoints.join(",")}`,
-    `--cacert=${c.certs.ca}`,
-    `--cert=${c.certs.rootClient.cert}`,
-    `--key=${c.certs.rootClient.key}`,
-    "--command-timeout=10s",
-    "--dial-timeout=5s",
-  ];
-}
-
-async function etcdctl(
-  c: TestCluster,
-  args: readonly string[],
-  opt: { endpoints?: readonly string[]; stdin?: string } = {},
-): Promise<Run> {
-  const cmd = new Deno.Command("etcdctl", {
-    args: [...etcdctlFlags(c, opt.endpoints ?? c.addrs), ...args],
-    env: { ETCDCTL_API: "3" },
-    stdin: opt.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const child = cmd.spawn();
-  if (opt.stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opt.stdin));
-    await w.close();
-  }
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  const res = await child.output();
-  clearTimeout(timer);
-  return { code: res.code, out: td.decode(res.stdout), err: td.decode(res.stderr) };
-}
-
-async function ok(c: TestCluster, args: readonly string[], opt = {}): Promise<string> {
-  const r = await etcdctl(c, args, opt);
-  if (r.code !== 0) throw new Error(`etcdctl ${args.join(" ")} exited ${r.code}: ${r.err}`);
-  return r.out;
-}
-
-async function hasEtcdctl(): Promise<boolean> {
-  try {
-    const r = await new Deno.Command("etcdctl", {
-      args: ["version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return r.success;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test({
   name: "etcdctl 3.4 works unchanged against a three-node mokv cluster",

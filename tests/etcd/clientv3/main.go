@@ -8,6 +8,10 @@
 //	           resumes on the fallback endpoints from the last revision + 1, as a user would;
 //	           prints one JSON line per event ({"rev":R,"key":K}), and "resumed" when it did.
 //	get        one linearizable Get; prints {"value":V,"rev":R}.
+//	lock       holds concurrency.Mutex -name with a session of -ttl seconds -rounds times,
+//	           appending "start PID" and "end PID" to -file around -hold of work each time.
+//	campaign   campaigns in concurrency.Election -name with a session of -ttl seconds as
+//	           -value; prints "elected" once it leads and stays until killed.
 //	watch-bench W watchers on one prefix (over a few connections) while one writer puts at
 //	           -rate writes/s for -duration; prints the delivery lag from each write's
 //	           acknowledgement to each watcher's event (p50, p99, max) and how many events
@@ -28,6 +32,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
+	"go.etcd.io/etcd/clientv3/concurrency"
 	"go.etcd.io/etcd/pkg/transport"
 	"google.golang.org/grpc/connectivity"
 )
@@ -50,6 +55,11 @@ var (
 	conns     = flag.Int("conns", 4, "watch-bench: client connections the watchers share")
 	rate      = flag.Int("rate", 2000, "watch-bench: writes per second")
 	duration  = flag.Duration("duration", 10*time.Second, "watch-bench: how long to write")
+	name      = flag.String("name", "lock", "lock/campaign: the mutex or election name")
+	ttl       = flag.Int("ttl", 2, "lock/campaign: session TTL in seconds")
+	file      = flag.String("file", "", "lock: the file holders append to")
+	hold      = flag.Duration("hold", 200*time.Millisecond, "lock: time in the critical section")
+	value     = flag.String("value", "", "campaign: the proposal")
 )
 
 func tlsConfig() *tls.Config {
@@ -282,6 +292,57 @@ func watchBench(ctx context.Context) {
 	})
 }
 
+func appendLine(path, line string) {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fail("open: %v", err)
+	}
+	if _, err := f.WriteString(line + "\n"); err != nil {
+		fail("write: %v", err)
+	}
+	f.Sync()
+	f.Close()
+}
+
+func lock(ctx context.Context) {
+	c := client(strings.Split(*endpoints, ","))
+	defer c.Close()
+	s, err := concurrency.NewSession(c, concurrency.WithTTL(*ttl))
+	if err != nil {
+		fail("session: %v", err)
+	}
+	defer s.Close()
+	m := concurrency.NewMutex(s, *name)
+	pid := os.Getpid()
+	for r := 0; r < *rounds; r++ {
+		if err := m.Lock(ctx); err != nil {
+			fail("lock: %v", err)
+		}
+		appendLine(*file, fmt.Sprintf("start %d", pid))
+		time.Sleep(*hold)
+		appendLine(*file, fmt.Sprintf("end %d", pid))
+		if err := m.Unlock(ctx); err != nil {
+			fail("unlock: %v", err)
+		}
+	}
+	emit(map[string]int{"done": *rounds})
+}
+
+func campaign(ctx context.Context) {
+	c := client(strings.Split(*endpoints, ","))
+	defer c.Close()
+	s, err := concurrency.NewSession(c, concurrency.WithTTL(*ttl))
+	if err != nil {
+		fail("session: %v", err)
+	}
+	e := concurrency.NewElection(s, *name)
+	if err := e.Campaign(ctx, *value); err != nil {
+		fail("campaign: %v", err)
+	}
+	fmt.Println("elected")
+	<-ctx.Done()
+}
+
 func main() {
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
@@ -293,6 +354,10 @@ func main() {
 		txnRace(ctx, c)
 	case "watch":
 		watch(ctx)
+	case "lock":
+		lock(ctx)
+	case "campaign":
+		campaign(ctx)
 	case "watch-bench":
 		watchBench(ctx)
 	case "get":
