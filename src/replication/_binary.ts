@@ -216,6 +216,15 @@ export class ByteReader {
     return this.raw(n);
   }
 
+  /** Length-prefixed bytes as a view into the source: the caller copies what it keeps. */
+  bytesView(): Uint8Array {
+    const n = this.varint();
+    this.#need(n);
+    const out = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+
   /** `n` bytes without a prefix, copied. */
   raw(n: number): Uint8Array {
     this.#need(n);

@@ -169,14 +169,17 @@ export function writeEntry(w: ByteWriter, e: Entry): void {
   }
 }
 
-/** Reads what `writeEntry` wrote. */
-export function readEntry(r: ByteReader): Entry {
+/**
+ * Reads what `writeEntry` wrote. With `view`, a normal entry's data is a view into the reader's
+ * buffer, which the caller must copy before the buffer is reused.
+ */
+export function readEntry(r: ByteReader, view = false): Entry {
   const tag = r.u8();
   const term = r.varint();
   const index = r.varint();
   switch (tag) {
     case ENTRY_NORMAL:
-      return { type: "normal", term, index, data: r.bytes() };
+      return { type: "normal", term, index, data: view ? r.bytesView() : r.bytes() };
     case ENTRY_CONFIG: {
       const change = readChange(r);
       const config = readConfig(r);
@@ -381,7 +384,24 @@ export function readMessage(r: ByteReader): Message {
       const commit = r.varint();
       const n = readCount(r);
       const entries = new Array<Entry>(n);
-      for (let i = 0; i < n; i++) entries[i] = readEntry(r);
+      let dataBytes = 0;
+      for (let i = 0; i < n; i++) {
+        const e = readEntry(r, true);
+        if (e.type === "normal") dataBytes += e.data.length;
+        entries[i] = e;
+      }
+      // The entries' data, copied out of the frame into one buffer for the whole message
+      // (they are compacted together): an ArrayBuffer per entry costs more than its bytes.
+      const slab = new Uint8Array(dataBytes);
+      let offset = 0;
+      for (let i = 0; i < n; i++) {
+        const e = entries[i];
+        if (e.type !== "normal") continue;
+        slab.set(e.data, offset);
+        const data = slab.subarray(offset, offset + e.data.length);
+        offset += e.data.length;
+        entries[i] = { type: "normal", term: e.term, index: e.index, data };
+      }
       return { type, from, to, term, prevIndex, prevTerm, commit, entries };
     }
     case "appendResponse":

@@ -53,6 +53,10 @@ const MAX_PENDING_READS = 16_384;
 export const DEFAULT_SNAPSHOT_ENTRIES = 100_000;
 /** Default `snapshotMinLogBytes`: 64 MiB. */
 export const DEFAULT_SNAPSHOT_MIN_LOG_BYTES = 64 * 1024 * 1024;
+/** Proposals are copied into slabs of this size (see `copyProposal`). */
+const PROPOSAL_SLAB_BYTES = 256 * 1024;
+/** Larger proposals keep their own buffer. */
+const MAX_SLAB_PROPOSAL_BYTES = 4096;
 /** What an entry is counted beyond its data (index, term and framing in the log). */
 const ENTRY_OVERHEAD_BYTES = 32;
 
@@ -156,6 +160,9 @@ export class ReplicationHost<R> {
   private readonly electionTicks: number;
   private readonly snapshotEntries: number;
   private readonly snapshotMinLogBytes: number;
+  /** Where `copyProposal` puts the next small proposal. */
+  private proposalSlab = new Uint8Array(PROPOSAL_SLAB_BYTES);
+  private proposalSlabOffset = 0;
   /** Bytes of the entries applied since the state of the latest snapshot was captured. */
   private logBytesSinceSnapshot = 0;
   /** Size of the latest snapshot taken, installed or loaded: the size of the state. */
@@ -381,6 +388,24 @@ export class ReplicationHost<R> {
     }
   }
 
+  /**
+   * A copy of a small proposal in a shared slab. The log keeps entries until a compaction,
+   * which frees them in index order, so neighbours in a slab go together; an ArrayBuffer of
+   * its own per entry would cost about twice the entry's bytes again.
+   */
+  private copyProposal(data: Uint8Array): Uint8Array {
+    const n = data.length;
+    if (n > MAX_SLAB_PROPOSAL_BYTES) return data;
+    if (this.proposalSlabOffset + n > PROPOSAL_SLAB_BYTES) {
+      this.proposalSlab = new Uint8Array(PROPOSAL_SLAB_BYTES);
+      this.proposalSlabOffset = 0;
+    }
+    const out = this.proposalSlab.subarray(this.proposalSlabOffset, this.proposalSlabOffset + n);
+    out.set(data);
+    this.proposalSlabOffset += n;
+    return out;
+  }
+
   /** Leader: appends and waits for the entry to be applied. */
   private proposeLocal(data: Uint8Array, deadlineMs: number): Promise<R> {
     if (this.proposals.size >= MAX_PENDING_PROPOSALS) {
@@ -399,7 +424,7 @@ export class ReplicationHost<R> {
     }
     let index: number, term: number;
     try {
-      ({ index, term } = this.raft.propose(data));
+      ({ index, term } = this.raft.propose(this.copyProposal(data)));
     } catch (err) {
       // Refused before anything was appended (not leader, transfer in progress): retryable.
       if (err instanceof UnavailableError) (err as RetryableMarker).notApplied = true;
