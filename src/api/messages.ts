@@ -38,6 +38,8 @@ export interface SetRequest {
   value: Uint8Array;
   client_id: string;
   seq: number;
+  /** The lease to attach the key to; 0 = none. */
+  lease?: number;
 }
 
 /** api.SetResponse. */

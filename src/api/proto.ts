@@ -82,6 +82,8 @@ message SetRequest {
   bytes value = 2;
   string client_id = 3;
   uint64 seq = 4;
+  // Attach the key to this lease (etcd's Lease service grants them); 0 = none.
+  int64 lease = 5;
 }
 
 message SetResponse {

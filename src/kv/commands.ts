@@ -6,10 +6,11 @@
  * ```
  * u8 version (=2) | u8 type (1 set, 2 delete, 3 append, 4 cas, 5 txn, 6 compact,
  *   7 leaseGrant, 8 leaseRevoke, 9 leaseKeepAlive) | u8 flags
- *   (bit0 session, bit1 expectValue, bit2 expectVersion) | u53 timeMs | str clockSource
+ *   (bit0 session, bit1 expectValue, bit2 expectVersion, bit3 lease) | u53 timeMs | str clockSource
  *   | u53 maxValueBytes (0: none) | u53 quotaBytes (0: none) | str key
  * [session]   str subject | str clientId | u53 seq
  * [set/append/cas] blob value
+ * [lease]          u53 lease (a set that attaches its key)
  * [txn]            blob etcdserverpb.TxnRequest (etcd's protobuf encoding)
  * [compact]        u53 revision
  * [leaseGrant]     u53 leaseId | u53 ttlSeconds | str owner
@@ -74,6 +75,8 @@ interface CommandBase {
 export interface SetCommand extends CommandBase {
   readonly type: "set";
   readonly value: Uint8Array;
+  /** Attaches the key to this lease (refused if it does not exist); absent or 0: none. */
+  readonly lease?: number;
 }
 
 /** Removes `key`; succeeds whether or not it existed (see `CommandResult.existed`). */
@@ -225,6 +228,8 @@ const TYPE_CODES = {
 const FLAG_SESSION = 1;
 const FLAG_EXPECT_VALUE = 2;
 const FLAG_EXPECT_VERSION = 4;
+/** A set that attaches its key to a lease: u53 lease after the value. */
+const FLAG_LEASE = 8;
 
 function checkLimit(name: string, v: number | undefined): void {
   if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) {
@@ -325,6 +330,12 @@ export function encodeCommand(cmd: Command): Uint8Array {
     case "delete":
       break;
     case "set":
+      size += 4 + cmd.value.length;
+      if (cmd.lease) {
+        flags |= FLAG_LEASE;
+        size += 8;
+      }
+      break;
     case "append":
       size += 4 + cmd.value.length;
       break;
@@ -384,6 +395,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
     w.u8(cmd.expired ? 1 : 0);
   } else if (cmd.type === "leaseKeepAlive") w.u53(cmd.leaseId);
   else if (cmd.type !== "delete") w.blob(cmd.value);
+  if (cmd.type === "set" && cmd.lease) w.u53(cmd.lease);
   if (cmd.type === "cas") {
     if (cmd.expectValue !== undefined) w.blob(cmd.expectValue);
     else w.u53(cmd.expectVersion!);
@@ -405,7 +417,7 @@ export function decodeCommand(bytes: Uint8Array): Command {
   const legacy = version === LEGACY_ENCODING_VERSION;
   const typeCode = r.u8();
   const flags = r.u8();
-  if ((flags & ~(FLAG_SESSION | FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION)) !== 0) {
+  if ((flags & ~(FLAG_SESSION | FLAG_EXPECT_VALUE | FLAG_EXPECT_VERSION | FLAG_LEASE)) !== 0) {
     throw new InvalidArgumentError(`unknown command flags ${flags}`);
   }
   const timeMs = r.u53();
@@ -435,8 +447,12 @@ export function decodeCommand(bytes: Uint8Array): Command {
     case TYPE_CODES.append: {
       if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
       const value = r.blob();
+      if (flags & FLAG_LEASE && typeCode !== TYPE_CODES.set) {
+        throw new InvalidArgumentError("only set carries a lease");
+      }
+      const lease = flags & FLAG_LEASE ? r.u53() : 0;
       cmd = typeCode === TYPE_CODES.set
-        ? { type: "set", ...base, value }
+        ? { type: "set", ...base, value, ...(lease ? { lease } : {}) }
         : { type: "append", ...base, value };
       break;
     }

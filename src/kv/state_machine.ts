@@ -897,7 +897,19 @@ export class KvStateMachine {
       case "set": {
         const refused = this.#refusal(cmd, cmd.value.length, current);
         if (refused) return { ok: false, version: 0, refused };
-        this.#put(cmd.key, cmd.value, index, current);
+        const lease = cmd.lease ?? 0;
+        if (lease) {
+          const l = this.#leases.get(lease);
+          if (!l) return this.#leaseFailure(index, "NOT_FOUND", `lease ${lease} not found`);
+          if (!l.keys.has(cmd.key) && l.keys.size >= this.maxKeysPerLease) {
+            return this.#leaseFailure(
+              index,
+              "RESOURCE_EXHAUSTED",
+              "the lease holds as many keys as it may",
+            );
+          }
+        }
+        this.#put(cmd.key, cmd.value, index, current, lease);
         return { ok: true, version: index, existed: current !== undefined };
       }
       case "delete":

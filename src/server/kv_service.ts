@@ -435,6 +435,7 @@ export function createKvServiceHandlers(options: KvServiceOptions): KvServiceHan
             value: req.value,
             ...stamp(),
             ...(session ? { session } : {}),
+            ...(req.lease ? { lease: req.lease } : {}),
           }),
         );
         return { ok: result.ok, version: result.version };
@@ -608,6 +609,7 @@ function refusalError(refused: Refusal): Error {
 /** `result`, or the typed error when the state machine refused the write. */
 function succeeded(result: CommandResult): CommandResult {
   if (result.refused) throw refusalError(result.refused);
+  if (result.etcdError) throw new InvalidArgumentError(result.etcdError.message);
   return result;
 }
 

@@ -325,3 +325,25 @@ function localEtcdBackendNoLeader(local: LocalBackend) {
     raftStatus: () => ({ ...base.raftStatus(), leader: "" }),
   };
 }
+
+Deno.test("api.KV Set with a lease: the key goes with the lease; an unknown lease is refused", async () => {
+  const local = new LocalBackend({ nodeId: "n1", rpcAddr: "127.0.0.1:1" });
+  const h = await startHarness({ backend: local, etcd: localEtcdBackend(local) });
+  const lease = client("Lease", h.address);
+  const mokv = h.kv as unknown as Record<string, Unary>;
+  try {
+    const g = await unary(lease, "LeaseGrant", { TTL: 30 });
+    const id = Number(g.ID);
+    await unary(mokv, "Set", { key: "with-lease", value: b("v"), lease: id });
+    const ttl = await unary(lease, "LeaseTimeToLive", { ID: id, keys: true });
+    assertEquals((ttl.keys as Uint8Array[]).map((k) => td.decode(k)), ["with-lease"], "attached");
+    const bad = await rejects(unary(mokv, "Set", { key: "x", value: b("v"), lease: 12345 }));
+    assertEquals(bad.code, grpc.status.INVALID_ARGUMENT, bad.details);
+    await unary(lease, "LeaseRevoke", { ID: id });
+    const gone = await rejects(unary(mokv, "Get", { key: "with-lease" }));
+    assertEquals(gone.code, grpc.status.NOT_FOUND, "deleted with its lease");
+  } finally {
+    lease.close();
+    await h.close();
+  }
+});
