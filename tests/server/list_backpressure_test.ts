@@ -21,12 +21,12 @@ class CountingBackend extends LocalBackend {
   pulled = 0;
   override get reader(): KvReader {
     const inner = this.stateMachine;
-    const counter = this;
+    const count = () => this.pulled++;
     return {
       get: (key) => inner.get(key),
       *list(opts) {
         for (const e of inner.list(opts)) {
-          counter.pulled++;
+          count();
           yield e;
         }
       },
