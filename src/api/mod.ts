@@ -13,7 +13,31 @@ export {
   packageDefinition,
   PROTO_LOADER_OPTIONS,
 } from "./proto.ts";
-export { AdminClient, HealthClient, KvClient } from "./clients.ts";
+export {
+  AdminClient,
+  type EtcdDeleteRangeResponse,
+  type EtcdDuplexMethod,
+  type EtcdEvent,
+  type EtcdHeader,
+  type EtcdKeyValue,
+  EtcdKvClient,
+  type EtcdKvClientType,
+  EtcdLeaseClient,
+  type EtcdLeaseClientType,
+  type EtcdLeaseGrantResponse,
+  type EtcdLeaseKeepAliveResponse,
+  type EtcdLeaseTimeToLiveResponse,
+  type EtcdPutResponse,
+  type EtcdRangeResponse,
+  type EtcdRequest,
+  type EtcdResponseOp,
+  type EtcdTxnResponse,
+  EtcdWatchClient,
+  type EtcdWatchClientType,
+  type EtcdWatchResponse,
+  HealthClient,
+  KvClient,
+} from "./clients.ts";
 export { ETCD_KV_PROTO, ETCD_RPC_PROTO } from "./etcd_proto.ts";
 export {
   decodeGetResponse,

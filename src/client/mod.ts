@@ -15,6 +15,7 @@ export {
   type ReadConsistency,
   type ReadOptions,
   type ServerEntry,
+  type SetOptions,
   type ValueInput,
   type WriteResult,
 } from "./mokv_client.ts";
@@ -33,3 +34,13 @@ export type { CallKind, NodeStats } from "./node_connection.ts";
 export { type KnownServer, Picker, type Route } from "./picker.ts";
 export { errorCode, RpcError, toClientError } from "./rpc_error.ts";
 export { type SessionLease, SessionPool } from "./session_pool.ts";
+export {
+  type HeldLock,
+  type LeaseGrant,
+  type LeaseInfo,
+  LeaseNotFoundError,
+  type LockOptions,
+  WatchCompactedError,
+  type WatchEvent,
+  type WatchOptions,
+} from "./etcd_types.ts";

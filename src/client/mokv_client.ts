@@ -12,12 +12,30 @@ import { checkServerIdentity } from "node:tls";
 import type {
   Consistency,
   Empty,
+  EtcdEvent,
+  EtcdLeaseKeepAliveResponse,
+  EtcdRangeResponse,
+  EtcdRequest,
+  EtcdTxnResponse,
+  EtcdWatchResponse,
   GetResponse,
   MessageInput,
   ServingStatus,
   UnaryMethod,
 } from "../api/mod.ts";
-import { UnavailableError } from "../errors.ts";
+import { KeyNotFoundError, UnavailableError } from "../errors.ts";
+import {
+  type HeldLock,
+  type LeaseGrant,
+  type LeaseInfo,
+  LeaseNotFoundError,
+  type LockOptions,
+  prefixEnd,
+  StreamQueue,
+  WatchCompactedError,
+  type WatchEvent,
+  type WatchOptions,
+} from "./etcd_types.ts";
 import { type CallKind, NodeConnection, type NodeStats } from "./node_connection.ts";
 import {
   type ConnectOptions,
@@ -27,7 +45,7 @@ import {
   type TlsMaterialText,
 } from "./options.ts";
 import { type KnownServer, Picker, type Route } from "./picker.ts";
-import { errorCode, isServiceError, leaderHintOf, toClientError } from "./rpc_error.ts";
+import { errorCode, isServiceError, leaderHintOf, RpcError, toClientError } from "./rpc_error.ts";
 import { type SessionLease, SessionPool } from "./session_pool.ts";
 
 /** Read consistency: "linearizable" (default; ReadIndex) or "stale" (local state at once). */
@@ -74,6 +92,12 @@ export interface WriteResult {
   readonly version: number;
 }
 
+/** Options of {@link MokvClient.set}. */
+export interface SetOptions {
+  /** Attach the key to this lease (from {@link MokvClient.leaseGrant}). */
+  readonly lease?: number;
+}
+
 /** Result of {@link MokvClient.delete}. */
 export interface DeleteResult extends WriteResult {
   /** Whether a value was removed (version 0 when not). */
@@ -118,6 +142,35 @@ export interface MemberEntry {
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+/** Watch stream failures that another node (or the same one later) may not repeat. */
+const WATCH_RETRYABLE: ReadonlySet<grpc.status> = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.CANCELLED,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.INTERNAL,
+  grpc.status.UNKNOWN,
+]);
+
+/** What a watch stream delivered to its reader. */
+type WatchItem =
+  | { readonly kind: "response"; readonly response: EtcdWatchResponse }
+  | { readonly kind: "error"; readonly error: Error }
+  | { readonly kind: "end" }
+  | { readonly kind: "abort" };
+
+function toWatchEvent(e: EtcdEvent): WatchEvent {
+  const kv = e.kv!;
+  return {
+    type: e.type === "DELETE" ? "delete" : "put",
+    key: decoder.decode(kv.key),
+    value: kv.value,
+    revision: kv.mod_revision,
+    createRevision: kv.create_revision,
+    version: kv.version,
+    ...(e.prev_kv ? { prevValue: e.prev_kv.value } : {}),
+  };
+}
 const EMPTY = new Uint8Array(0);
 /** grpc-js's descriptions of a node it could not reach (as opposed to a node's own answer). */
 const UNREACHABLE =
@@ -408,9 +461,16 @@ export class MokvClient {
     }, key);
   }
 
-  /** Stores `value` under `key`. */
-  set(key: string, value: ValueInput): Promise<WriteResult> {
+  /**
+   * Stores `value` under `key`. With `lease` the write goes through etcd's Put and attaches
+   * the key to the lease (deleted when it expires or is revoked); the result's version is
+   * then the write's revision.
+   */
+  set(key: string, value: ValueInput, options: SetOptions = {}): Promise<WriteResult> {
     const data = bytes(value);
+    if (options.lease !== undefined && options.lease !== 0) {
+      return this.#putWithLease(key, data, options.lease);
+    }
     return this.#write(key, async (conn, s, timeoutMs) => {
       const r = await unary(conn.kv, conn.kv.Set, {
         key,
@@ -571,6 +631,348 @@ export class MokvClient {
         stream.cancel();
         ended();
         await tracked;
+      }
+    }
+  }
+
+  /**
+   * The changes to `key` (or every key under it with `prefix`) from `startRevision` (default:
+   * now), in revision order, over etcd's Watch service on any node. When the stream breaks or
+   * the node goes away it resumes on another node from the last delivered revision + 1, so
+   * every event is seen once, in order, across node failures; it throws after `maxRetries`
+   * consecutive failed reconnects, and with {@link WatchCompactedError} when the revision is
+   * older than the server's history. Breaking out of the loop or aborting `signal` cancels
+   * the stream.
+   */
+  async *watch(
+    key: string,
+    options: WatchOptions = {},
+  ): AsyncGenerator<WatchEvent, void, undefined> {
+    const keyBytes = encoder.encode(key);
+    const rangeEnd = options.prefix ? prefixEnd(keyBytes) : EMPTY;
+    const signal = options.signal;
+    let next = options.startRevision ?? 0;
+    let failures = 0;
+    for (;;) {
+      if (signal?.aborted) return;
+      if (this.#closed) throw new UnavailableError("client closed");
+      const conn = this.#connection(this.#picker.pick("follower", Date.now()));
+      const queue = new StreamQueue<WatchItem>();
+      const stream = conn.etcdWatch.Watch();
+      stream.on("data", (r: EtcdWatchResponse) => queue.push({ kind: "response", response: r }));
+      stream.on("error", (error: Error) => queue.push({ kind: "error", error }));
+      stream.on("end", () => queue.push({ kind: "end" }));
+      const onAbort = () => queue.push({ kind: "abort" });
+      signal?.addEventListener("abort", onAbort);
+      let ended!: () => void;
+      const tracked = conn.track(new Promise<void>((resolve) => (ended = resolve)));
+      // Events below `from` were delivered before this stream; the server never repeats one
+      // within a stream, and a Txn's events (one revision) arrive in one response.
+      const from = next;
+      let failure: unknown = undefined;
+      try {
+        stream.write({
+          create_request: {
+            key: keyBytes,
+            range_end: rangeEnd,
+            start_revision: from,
+            prev_kv: options.prevValue ?? false,
+          },
+        });
+        for (;;) {
+          const item = await queue.next();
+          if (item.kind === "abort") return;
+          if (item.kind === "end") {
+            failure = new UnavailableError(`watch stream on ${conn.addr} ended`);
+            break;
+          }
+          if (item.kind === "error") {
+            failure = item.error;
+            break;
+          }
+          const r = item.response;
+          if (r.created) {
+            failures = 0;
+            conn.count("read");
+            if (next === 0 && r.header) next = r.header.revision + 1;
+          }
+          if (r.canceled) {
+            if (r.compact_revision > 0) throw new WatchCompactedError(r.compact_revision, from);
+            failure = new UnavailableError(`watch cancelled on ${conn.addr}: ${r.cancel_reason}`);
+            break;
+          }
+          for (const e of r.events) {
+            const kv = e.kv;
+            if (!kv || kv.mod_revision < from) continue;
+            next = kv.mod_revision + 1;
+            yield toWatchEvent(e);
+          }
+        }
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        stream.cancel();
+        ended();
+        await tracked;
+      }
+      if (signal?.aborted) return;
+      if (isServiceError(failure) && !WATCH_RETRYABLE.has(failure.code)) {
+        throw toClientError(failure, key);
+      }
+      conn.countFailure();
+      this.#picker.markDown(conn.addr, Date.now());
+      this.refresh().catch(() => {});
+      if (failures >= this.#options.maxRetries) throw toClientError(failure, key);
+      await sleep(this.#backoffMs(failures++));
+    }
+  }
+
+  /** Grants a lease of `ttlSeconds` (etcd's LeaseGrant; the server may raise a short TTL). */
+  async leaseGrant(ttlSeconds: number): Promise<LeaseGrant> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const r = await this.#call(
+      "leader",
+      "write",
+      false,
+      (conn) =>
+        unary(conn.etcdLease, conn.etcdLease.LeaseGrant, { TTL: ttlSeconds, ID: 0 }, timeoutMs),
+    );
+    if (r.error !== "") throw new RpcError(grpc.status.UNKNOWN, r.error);
+    return { id: r.ID, ttlSeconds: r.TTL };
+  }
+
+  /**
+   * Renews lease `id` once (one message on etcd's LeaseKeepAlive stream); resolves with its
+   * TTL, or throws {@link LeaseNotFoundError} when it expired or was revoked.
+   */
+  async leaseKeepAlive(id: number): Promise<number> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const ttl = await this.#call(
+      "leader",
+      "write",
+      true,
+      (conn) =>
+        new Promise<number>((resolve, reject) => {
+          const stream = conn.etcdLease.LeaseKeepAlive(new grpc.Metadata(), {
+            deadline: Date.now() + timeoutMs,
+          });
+          let done = false;
+          const finish = (error: Error | undefined, value = 0) => {
+            if (done) return;
+            done = true;
+            stream.cancel();
+            if (error) reject(error);
+            else resolve(value);
+          };
+          stream.on("data", (r: EtcdLeaseKeepAliveResponse) => finish(undefined, r.TTL));
+          stream.on("error", (error: Error) => finish(error));
+          stream.on("end", () => finish(new UnavailableError("keep-alive stream ended")));
+          stream.write({ ID: id });
+        }),
+    );
+    if (ttl <= 0) throw new LeaseNotFoundError(id);
+    return ttl;
+  }
+
+  /**
+   * Renews lease `id` every third of its TTL until `signal` aborts (then resolves). Rejects
+   * with {@link LeaseNotFoundError} (or the last error) once a renewal fails for good, so the
+   * caller knows the lease, and the keys and locks on it, may be gone.
+   */
+  async keepAlive(id: number, signal: AbortSignal): Promise<void> {
+    const aborted = new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    while (!signal.aborted) {
+      const ttl = await this.leaseKeepAlive(id);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        aborted,
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(1, ttl) * 1000 / 3))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /** Revokes lease `id`: its keys are deleted at one revision. */
+  async leaseRevoke(id: number): Promise<void> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    try {
+      await this.#call(
+        "leader",
+        "write",
+        true,
+        (conn) => unary(conn.etcdLease, conn.etcdLease.LeaseRevoke, { ID: id }, timeoutMs),
+      );
+    } catch (error) {
+      if (error instanceof KeyNotFoundError) throw new LeaseNotFoundError(id);
+      throw error;
+    }
+  }
+
+  /** The remaining and granted TTL of lease `id` and, with `keys`, its keys. */
+  async leaseTimeToLive(id: number, options: { keys?: boolean } = {}): Promise<LeaseInfo> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    const r = await this.#call(
+      "follower",
+      "read",
+      true,
+      (conn) =>
+        unary(conn.etcdLease, conn.etcdLease.LeaseTimeToLive, {
+          ID: id,
+          keys: options.keys ?? false,
+        }, timeoutMs),
+    );
+    if (r.TTL < 0) throw new LeaseNotFoundError(id);
+    return {
+      id: r.ID,
+      ttlSeconds: r.TTL,
+      grantedTtlSeconds: r.grantedTTL,
+      keys: r.keys.map((k) => decoder.decode(k)),
+    };
+  }
+
+  /** etcd's Put with a lease: the key is deleted when the lease expires or is revoked. */
+  async #putWithLease(key: string, value: Uint8Array, lease: number): Promise<WriteResult> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    try {
+      const r = await this.#call(
+        "leader",
+        "write",
+        true,
+        (conn) =>
+          unary(conn.etcdKv, conn.etcdKv.Put, {
+            key: encoder.encode(key),
+            value,
+            lease,
+          }, timeoutMs),
+        key,
+      );
+      return { version: r.header.revision };
+    } catch (error) {
+      if (error instanceof KeyNotFoundError) throw new LeaseNotFoundError(lease);
+      throw error;
+    }
+  }
+
+  /** One etcd Txn, retried (callers make it safe to apply twice). */
+  #txn(request: EtcdRequest): Promise<EtcdTxnResponse> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    return this.#call(
+      "leader",
+      "write",
+      true,
+      (conn) => unary(conn.etcdKv, conn.etcdKv.Txn, request, timeoutMs),
+    );
+  }
+
+  /** One linearizable etcd Range. */
+  #etcdRange(request: EtcdRequest): Promise<EtcdRangeResponse> {
+    const timeoutMs = this.#options.attemptTimeoutMs;
+    return this.#call(
+      "follower",
+      "read",
+      true,
+      (conn) => unary(conn.etcdKv, conn.etcdKv.Range, request, timeoutMs),
+    );
+  }
+
+  /**
+   * Takes the distributed lock `name`, as etcd's clientv3 concurrency.Mutex does: a lease, the
+   * key `name/<lease id in hex>` created under it, and then a wait (no polling) for the
+   * deletion of the key created just before it, so waiters are served in arrival order. The
+   * lease is kept alive until release(). The returned `revision` is a fencing token; a holder
+   * whose lease expired (a long pause, a partition) may still believe it holds the lock, so a
+   * resource should refuse writes carrying a revision older than one it has seen.
+   */
+  async lock(name: string, options: LockOptions = {}): Promise<HeldLock> {
+    const lease = await this.leaseGrant(options.ttlSeconds ?? 60);
+    const stop = new AbortController();
+    const lost = new AbortController();
+    const keeping = this.keepAlive(lease.id, stop.signal).catch(() => lost.abort());
+    const prefix = encoder.encode(`${name}/`);
+    const key = `${name}/${lease.id.toString(16)}`;
+    const keyBytes = encoder.encode(key);
+    const release = async () => {
+      stop.abort();
+      await keeping;
+      try {
+        await this.#call(
+          "leader",
+          "write",
+          true,
+          (conn) =>
+            unary(
+              conn.etcdKv,
+              conn.etcdKv.DeleteRange,
+              { key: keyBytes },
+              this.#options.attemptTimeoutMs,
+            ),
+        );
+      } finally {
+        await this.leaseRevoke(lease.id).catch(() => {});
+      }
+    };
+    try {
+      const firstCreated = {
+        request_range: {
+          key: prefix,
+          range_end: prefixEnd(prefix),
+          sort_order: "ASCEND",
+          sort_target: "CREATE",
+          limit: 1,
+        },
+      };
+      const r = await this.#txn({
+        compare: [{ result: "EQUAL", target: "CREATE", key: keyBytes, create_revision: 0 }],
+        success: [{ request_put: { key: keyBytes, value: EMPTY, lease: lease.id } }, firstCreated],
+        failure: [{ request_range: { key: keyBytes } }, firstCreated],
+      });
+      const revision = r.succeeded
+        ? r.header.revision
+        : r.responses[0]?.response_range?.kvs[0]?.create_revision ?? 0;
+      if (revision === 0) throw new LeaseNotFoundError(lease.id);
+      const owner = r.responses[1]?.response_range?.kvs[0];
+      if (owner && owner.create_revision !== revision) {
+        await this.#waitDeletes(prefix, revision, options.signal);
+      }
+      const mine = await this.#etcdRange({ key: keyBytes });
+      if (mine.kvs.length === 0) throw new LeaseNotFoundError(lease.id);
+      return { key, revision, leaseId: lease.id, lost: lost.signal, release };
+    } catch (error) {
+      await release().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Waits until no key under `prefix` was created before `revision`. */
+  async #waitDeletes(prefix: Uint8Array, revision: number, signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      if (signal?.aborted) throw new UnavailableError("lock: gave up waiting");
+      const r = await this.#etcdRange({
+        key: prefix,
+        range_end: prefixEnd(prefix),
+        sort_order: "DESCEND",
+        sort_target: "CREATE",
+        max_create_revision: revision - 1,
+        limit: 1,
+      });
+      const before = r.kvs[0];
+      if (!before) return;
+      const stop = new AbortController();
+      const onAbort = () => stop.abort();
+      signal?.addEventListener("abort", onAbort);
+      try {
+        for await (
+          const e of this.watch(decoder.decode(before.key), {
+            startRevision: r.header.revision + 1,
+            signal: stop.signal,
+          })
+        ) {
+          if (e.type === "delete") break;
+        }
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
       }
     }
   }

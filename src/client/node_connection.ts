@@ -1,9 +1,16 @@
 /**
- * One server's connection: a single grpc-js channel shared by the api.KV, api.Admin and
- * grpc.health.v1.Health clients, and counters of what the server answered.
+ * One server's connection: a single grpc-js channel shared by the api.KV, api.Admin,
+ * grpc.health.v1.Health and etcd KV/Watch/Lease clients, and counters of what the server answered.
  */
 import type * as grpc from "@grpc/grpc-js";
-import { AdminClient, HealthClient, KvClient } from "../api/mod.ts";
+import {
+  AdminClient,
+  EtcdKvClient,
+  EtcdLeaseClient,
+  EtcdWatchClient,
+  HealthClient,
+  KvClient,
+} from "../api/mod.ts";
 
 /** What a call was, for the per-node counters. */
 export type CallKind = "read" | "write" | "admin";
@@ -35,6 +42,10 @@ export class NodeConnection {
   readonly kv: InstanceType<typeof KvClient>;
   readonly admin: InstanceType<typeof AdminClient>;
   readonly health: InstanceType<typeof HealthClient>;
+  /** etcd's KV, Watch and Lease services on the same channel. */
+  readonly etcdKv: InstanceType<typeof EtcdKvClient>;
+  readonly etcdWatch: InstanceType<typeof EtcdWatchClient>;
+  readonly etcdLease: InstanceType<typeof EtcdLeaseClient>;
   #reads = 0;
   #writes = 0;
   #admin = 0;
@@ -52,6 +63,9 @@ export class NodeConnection {
     const shared = { ...options, channelOverride: this.kv.getChannel() };
     this.admin = new AdminClient(addr, credentials, shared);
     this.health = new HealthClient(addr, credentials, shared);
+    this.etcdKv = new EtcdKvClient(addr, credentials, shared);
+    this.etcdWatch = new EtcdWatchClient(addr, credentials, shared);
+    this.etcdLease = new EtcdLeaseClient(addr, credentials, shared);
   }
 
   /** Counts one successful call of `kind`. */
