@@ -6,7 +6,7 @@
  * | 0    | success                                                              |
  * | 1    | any other error                                                      |
  * | 2    | usage: bad flags or arguments, or a request the server calls invalid |
- * | 3    | not found (the key does not exist)                                   |
+ * | 3    | not found (the key, or the lease, does not exist)                    |
  * | 4    | permission denied (the certificate's CN may not do this)             |
  * | 5    | unavailable: no answer, no leader, or a node not SERVING             |
  * | 6    | compare failed (`kv cas` did not store the value)                    |
@@ -18,7 +18,7 @@ import {
   PermissionDeniedError,
   UnavailableError,
 } from "../errors.ts";
-import { RpcError } from "../client/mod.ts";
+import { LeaseNotFoundError, RpcError } from "../client/mod.ts";
 
 /** The exit codes, by name. */
 export const ExitCode = {
@@ -45,7 +45,9 @@ export class UsageError extends Error {
 /** The exit code an error maps to (see the table above). */
 export function exitCodeOf(error: unknown): ExitCodeValue {
   if (error instanceof UsageError || error instanceof InvalidArgumentError) return ExitCode.USAGE;
-  if (error instanceof KeyNotFoundError) return ExitCode.NOT_FOUND;
+  if (error instanceof KeyNotFoundError || error instanceof LeaseNotFoundError) {
+    return ExitCode.NOT_FOUND;
+  }
   if (error instanceof PermissionDeniedError) return ExitCode.PERMISSION_DENIED;
   if (error instanceof UnavailableError) return ExitCode.UNAVAILABLE;
   if (error instanceof RpcError && error.code === grpc.status.DEADLINE_EXCEEDED) {

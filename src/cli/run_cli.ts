@@ -6,6 +6,7 @@
 import type { MokvClient } from "../client/mod.ts";
 import { BENCH_COMMAND } from "./bench_command.ts";
 import { CLUSTER_COMMANDS } from "./cluster_commands.ts";
+import { COORDINATION_COMMANDS } from "./coordination_commands.ts";
 import { type Command, commandHelp, groupHelp } from "./command.ts";
 import { ExitCode, exitCodeOf, UsageError } from "./exit_codes.ts";
 import { boolFlag, connectFromFlags, parseFlags } from "./flags.ts";
@@ -20,6 +21,7 @@ export const COMMANDS: readonly Command[] = [
   ...KV_COMMANDS,
   ...CLUSTER_COMMANDS,
   ...SNAPSHOT_COMMANDS,
+  ...COORDINATION_COMMANDS,
   HEALTH_COMMAND,
   BENCH_COMMAND,
 ];
