@@ -38,8 +38,11 @@ export function cliHelp(group?: string): string {
   );
 }
 
+/** --help or -h before any `--` (after it they belong to `mokv lock`'s COMMAND). */
 function wantsHelp(args: readonly string[]): boolean {
-  return args.includes("--help") || args.includes("-h");
+  const end = args.indexOf("--");
+  const own = end < 0 ? args : args.slice(0, end);
+  return own.includes("--help") || own.includes("-h");
 }
 
 /**

@@ -338,6 +338,9 @@ Deno.test("usage errors, unreachable servers and --help on every command", async
     "leader",
     "leave",
     "snapshot",
+    "watch",
+    "lease",
+    "lock",
     "health",
     "bench",
   ]);
