@@ -358,7 +358,15 @@ export class MokvNode implements KvBackend {
       );
       if (!config) return;
       clearInterval(this.bootstrapTimer);
-      this.host.bootstrap(config);
+      try {
+        this.host.bootstrap(config);
+      } catch (err) {
+        // A leader reached us first: we join its cluster instead (never a crash).
+        this.hooks.log?.("info", "not bootstrapping: this node already has Raft state", {
+          error: String(err),
+        });
+        return;
+      }
       this.advertiseState();
       this.hooks.log?.("info", "bootstrapped", { voters: config.voters });
     }, 200);

@@ -256,7 +256,10 @@ export class ReplicationHost<R> {
 
   /** True when this node had Raft state on disk: such a node never bootstraps again. */
   hasState(): boolean {
-    return this.hadState || this.raft.status().lastIndex > 0;
+    // A term counts too: a node that heard from a leader of term 2 before any entry reached
+    // it is part of a cluster already (and the Raft core refuses to bootstrap it).
+    const st = this.raft.status();
+    return this.hadState || st.lastIndex > 0 || st.term > 0;
   }
 
   /** Makes `config` the first configuration of a new cluster; refused if there is any state. */

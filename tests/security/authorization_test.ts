@@ -143,7 +143,8 @@ Deno.test({
             outcome((cb) =>
               kv.CompareAndSet({ key: "a", value: enc.encode("no") }, md(), deadline(), cb)
             ),
-            "nobody may not produce a",
+            // A compare is a read: CAS needs consume (checked first) and produce.
+            "nobody may not consume a",
           ],
           ["List", listOutcome(kv, {}), "nobody may not consume *"],
           ["List prefix", listOutcome(kv, { prefix: "a" }), "nobody may not consume a"],
@@ -198,7 +199,7 @@ Deno.test({
           ["/api.KV/Set", "nobody may not produce a"],
           ["/api.KV/Delete", "nobody may not produce a"],
           ["/api.KV/Append", "nobody may not produce a"],
-          ["/api.KV/CompareAndSet", "nobody may not produce a"],
+          ["/api.KV/CompareAndSet", "nobody may not consume a"],
           ["/api.KV/List", "nobody may not consume *"],
           ["/api.KV/GetServers", "nobody may not consume *"],
           ["/api.Admin/Members", "nobody may not consume *"],
