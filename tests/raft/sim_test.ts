@@ -5,7 +5,7 @@
  */
 import { runSimulation, SimulationFailure } from "./sim/mod.ts";
 
-const SEEDS = 400;
+const SEEDS = 300;
 const BATCH = 50;
 
 for (let from = 1; from <= SEEDS; from += BATCH) {
