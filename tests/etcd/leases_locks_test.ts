@@ -132,7 +132,7 @@ Deno.test({
         try {
           await new Promise((r) => setTimeout(r, 1000));
           await c.kill(leader.name, "SIGKILL");
-          await new Promise((r) => setTimeout(r, 8000)); // more than twice the TTL
+          await new Promise((r) => setTimeout(r, 7000)); // more than twice the TTL
           const v = await eventually(
             () => ok(c, ["get", "alive", "--print-value-only"], { endpoints: [follower.rpcAddr] }),
             10_000,

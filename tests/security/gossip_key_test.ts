@@ -21,7 +21,7 @@ import { deadline, isRunning, metricSum, sleep } from "./_helpers.ts";
 const enc = new TextEncoder();
 const FAILURES = "mokv_gossip_packet_failures_total";
 /** How long a node with the wrong key is watched. */
-const WATCH_MS = 10_000;
+const WATCH_MS = 6_000;
 
 async function memberNames(c: TestCluster, name: string): Promise<string[]> {
   const res = await unary<MembersResponse>((cb) =>
