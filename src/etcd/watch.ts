@@ -73,6 +73,10 @@ interface Watcher {
   next: number;
   /** Something was sent since the last progress tick. */
   active: boolean;
+  /** Events selected but not yet sent (sent together at the end of this turn). */
+  pending: ReturnType<typeof toEvent>[];
+  /** Revision of the newest pending event. */
+  pendingRevision: number;
 }
 
 function toEvent(e: KvEvent, revision: number, withPrev: boolean) {
@@ -150,13 +154,34 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
     };
 
+    // Every revision applied in one turn of the event loop goes to a watcher in one response
+    // (in revision order, a transaction's events together): under load the node applies many
+    // entries per turn, and one response per watcher per revision would not keep up.
+    const dirty = new Set<Watcher>();
+    let flushing = false;
+    const flush = (): void => {
+      flushing = false;
+      for (const w of dirty) {
+        if (watchers.get(w.id) !== w || w.pending.length === 0) continue;
+        const events = w.pending;
+        w.pending = [];
+        send({ header: header(backend, w.pendingRevision), watch_id: w.id, events });
+      }
+      dirty.clear();
+    };
     const deliver = (w: Watcher, rev: RevisionEvents): void => {
       if (rev.revision < w.next) return;
       w.next = rev.revision + 1;
       const events = select(w, rev);
       if (events.length === 0) return;
       w.active = true;
-      send({ header: header(backend, rev.revision), watch_id: w.id, events });
+      for (const e of events) w.pending.push(e);
+      w.pendingRevision = rev.revision;
+      dirty.add(w);
+      if (!flushing) {
+        flushing = true;
+        queueMicrotask(flush);
+      }
     };
 
     const unsubscribe = store.onEvents((rev) => {
@@ -177,6 +202,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
     });
     const timer = setInterval(() => {
+      flush();
       for (const w of watchers.values()) {
         if (w.progressNotify && !w.active) {
           send({ header: header(backend), watch_id: w.id, events: [] });
@@ -245,6 +271,8 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         progressNotify: req.progress_notify,
         next: req.start_revision > 0 ? req.start_revision : current + 1,
         active: false,
+        pending: [],
+        pendingRevision: 0,
       };
       if (w.next <= current) {
         for (const rev of store.history.since(w.next)) deliver(w, rev);
@@ -271,6 +299,8 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
           }
           case "progress_request":
             // Not tied to a watcher: clientv3 broadcasts it to all of the stream's watchers.
+            // Events still pending go first: nothing may follow at or below its revision.
+            flush();
             send({ header: header(backend), watch_id: -1 });
             return;
           default:

@@ -250,18 +250,32 @@ func watchBench(ctx context.Context) {
 	ready.Wait()
 	interval := time.Second / time.Duration(*rate)
 	t0 := time.Now()
+	// A paced producer and 32 concurrent writers: one writer cannot reach the rate alone.
+	todo := make(chan int, 1024)
+	var writers sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for i := range todo {
+				k := fmt.Sprintf("%s%08d", *prefix, i)
+				if _, err := writer.Put(ctx, k, "v"); err != nil {
+					fail("put: %v", err)
+				}
+				mu.Lock()
+				acked[k] = time.Now()
+				mu.Unlock()
+			}
+		}()
+	}
 	for i := 0; i < total; i++ {
 		if d := time.Until(t0.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		k := fmt.Sprintf("%s%08d", *prefix, i)
-		if _, err := writer.Put(ctx, k, "v"); err != nil {
-			fail("put: %v", err)
-		}
-		mu.Lock()
-		acked[k] = time.Now()
-		mu.Unlock()
+		todo <- i
 	}
+	close(todo)
+	writers.Wait()
 	wrote := time.Since(t0)
 	finished := make(chan struct{})
 	go func() { done.Wait(); close(finished) }()
