@@ -328,16 +328,25 @@ func lock(ctx context.Context) {
 	defer s.Close()
 	m := concurrency.NewMutex(s, *name)
 	pid := os.Getpid()
-	for r := 0; r < *rounds; r++ {
-		if err := m.Lock(ctx); err != nil {
-			fail("lock: %v", err)
+	// As an application would: a Lock or Unlock that fails while mokv elects a leader ("no
+	// leader", a closing connection) is retried with the same session, which is safe: a lock
+	// key this session already created is found again by Lock's compare.
+	retry := func(what string, op func() error) {
+		var err error
+		for attempt := 0; attempt < 100; attempt++ {
+			if err = op(); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
+		fail("%s: %v", what, err)
+	}
+	for r := 0; r < *rounds; r++ {
+		retry("lock", func() error { return m.Lock(ctx) })
 		appendLine(*file, fmt.Sprintf("start %d", pid))
 		time.Sleep(*hold)
 		appendLine(*file, fmt.Sprintf("end %d", pid))
-		if err := m.Unlock(ctx); err != nil {
-			fail("unlock: %v", err)
-		}
+		retry("unlock", func() error { return m.Unlock(ctx) })
 	}
 	emit(map[string]int{"done": *rounds})
 }
