@@ -216,7 +216,7 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
           // A read-only transaction needs no log entry: a ReadIndex barrier, then local state.
           checkTxn(req);
           await barrier(false);
-          const res = evaluateReadOnlyTxn(storeView(backend), req);
+          const res = evaluateReadOnlyTxn(backend.store.txnView(), req);
           return { ...res, header: header(backend) };
         }
         const { result, txn } = await applyTxn(req);
@@ -421,11 +421,6 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
   };
 
   return { kv, cluster, maintenance };
-}
-
-/** The state machine as a read-only transaction sees it. */
-function storeView(backend: EtcdBackend) {
-  return backend.store.txnView();
 }
 
 /** FNV-1a 32 over every key, mod revision and value at `revision` (0: now), in key order. */

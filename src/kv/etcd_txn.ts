@@ -245,7 +245,7 @@ export function evaluateRange(store: TxnStore, req: RangeRequest): RangeResponse
   };
 }
 
-function compareOne(c: Compare, key: string, e: HistoryEntry | undefined): boolean {
+function compareOne(c: Compare, e: HistoryEntry | undefined): boolean {
   let r: number;
   switch (c.target) {
     case "VERSION":
@@ -266,7 +266,6 @@ function compareOne(c: Compare, key: string, e: HistoryEntry | undefined): boole
       r = compareBytes(e.value, c.value);
       break;
   }
-  void key;
   switch (c.result) {
     case "EQUAL":
       return r === 0;
@@ -282,8 +281,8 @@ function compareOne(c: Compare, key: string, e: HistoryEntry | undefined): boole
 /** Does compare `c` hold? Over a range, it must hold for every key of it (etcd 3.4). */
 function evaluateCompare(store: TxnStore, c: Compare): boolean {
   const range = keyRange(c.key, c.range_end);
-  if (range.end === undefined) return compareOne(c, range.start, store.get(range.start));
-  for (const [key, e] of scan(store, range)) if (!compareOne(c, key, e)) return false;
+  if (range.end === undefined) return compareOne(c, store.get(range.start));
+  for (const [, e] of scan(store, range)) if (!compareOne(c, e)) return false;
   return true;
 }
 

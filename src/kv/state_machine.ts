@@ -23,7 +23,7 @@ import {
   type KvEvent,
   type RevisionEvents,
 } from "./history.ts";
-import { EtcdError, evaluateRange, executeTxn, type TxnStore } from "./etcd_txn.ts";
+import { ETCD_ERRORS, EtcdError, evaluateRange, executeTxn, type TxnStore } from "./etcd_txn.ts";
 import type { RangeRequest, RangeResponse } from "./etcd_wire.ts";
 
 /**
@@ -848,9 +848,14 @@ export class KvStateMachine {
     for (const l of this.#leaseListeners) l(e);
   }
 
-  #leaseFailure(index: number, code: string, message: string): CommandResult {
-    void index;
-    return { ok: false, version: 0, etcdError: { code, message }, revision: this.#revision };
+  /** An etcd request refused at apply: nothing changed, the store's revision as it is. */
+  #etcdFailure(e: EtcdError): CommandResult {
+    return {
+      ok: false,
+      version: 0,
+      etcdError: { code: e.code, message: e.message },
+      revision: this.#revision,
+    };
   }
 
   /**
@@ -900,12 +905,10 @@ export class KvStateMachine {
         const lease = cmd.lease ?? 0;
         if (lease) {
           const l = this.#leases.get(lease);
-          if (!l) return this.#leaseFailure(index, "NOT_FOUND", `lease ${lease} not found`);
+          if (!l) return this.#etcdFailure(new EtcdError("NOT_FOUND", `lease ${lease} not found`));
           if (!l.keys.has(cmd.key) && l.keys.size >= this.maxKeysPerLease) {
-            return this.#leaseFailure(
-              index,
-              "RESOURCE_EXHAUSTED",
-              "the lease holds as many keys as it may",
+            return this.#etcdFailure(
+              new EtcdError("RESOURCE_EXHAUSTED", "the lease holds as many keys as it may"),
             );
           }
         }
@@ -955,54 +958,28 @@ export class KvStateMachine {
           return { ok: true, version: index, txn, revision: changed ? index : this.#revision };
         } catch (err) {
           this.#undo(mark, bytesBefore);
-          const e = err instanceof EtcdError ? err : new EtcdError("INVALID_ARGUMENT", String(err));
-          return {
-            ok: false,
-            version: 0,
-            etcdError: { code: e.code, message: e.message },
-            revision: this.#revision,
-          };
+          return this.#etcdFailure(
+            err instanceof EtcdError ? err : new EtcdError("INVALID_ARGUMENT", String(err)),
+          );
         }
       }
       case "compact":
-        if (cmd.revision > this.#revision) {
-          return {
-            ok: false,
-            version: 0,
-            etcdError: {
-              code: "OUT_OF_RANGE",
-              message: "etcdserver: mvcc: required revision is a future revision",
-            },
-            revision: this.#revision,
-          };
-        }
+        if (cmd.revision > this.#revision) return this.#etcdFailure(ETCD_ERRORS.futureRevision());
         if (cmd.revision <= this.compactedRevision) {
-          return {
-            ok: false,
-            version: 0,
-            etcdError: {
-              code: "OUT_OF_RANGE",
-              message: "etcdserver: mvcc: required revision has been compacted",
-            },
-            revision: this.#revision,
-          };
+          return this.#etcdFailure(ETCD_ERRORS.compacted());
         }
         this.#compacted = cmd.revision;
         this.#history.compact(cmd.revision);
         return { ok: true, version: index, revision: this.#revision };
       case "leaseGrant": {
         if (this.#leases.has(cmd.leaseId)) {
-          return this.#leaseFailure(
-            index,
-            "FAILED_PRECONDITION",
-            "etcdserver: lease already exists",
+          return this.#etcdFailure(
+            new EtcdError("FAILED_PRECONDITION", "etcdserver: lease already exists"),
           );
         }
         if (this.#leases.size >= this.maxLeases) {
-          return this.#leaseFailure(
-            index,
-            "RESOURCE_EXHAUSTED",
-            `mokv: at most ${this.maxLeases} leases may exist`,
+          return this.#etcdFailure(
+            new EtcdError("RESOURCE_EXHAUSTED", `mokv: at most ${this.maxLeases} leases may exist`),
           );
         }
         const l = {
@@ -1018,7 +995,7 @@ export class KvStateMachine {
       case "leaseKeepAlive": {
         const l = this.#leases.get(cmd.leaseId);
         if (!l) {
-          return this.#leaseFailure(index, "NOT_FOUND", "etcdserver: requested lease not found");
+          return this.#etcdFailure(ETCD_ERRORS.leaseNotFound());
         }
         this.#leaseEvent({ type: "keepalive", leaseId: l.id, ttlSeconds: l.ttlSeconds });
         return { ok: true, version: index, ttlSeconds: l.ttlSeconds, revision: this.#revision };
@@ -1026,7 +1003,7 @@ export class KvStateMachine {
       case "leaseRevoke": {
         const l = this.#leases.get(cmd.leaseId);
         if (!l) {
-          return this.#leaseFailure(index, "NOT_FOUND", "etcdserver: requested lease not found");
+          return this.#etcdFailure(ETCD_ERRORS.leaseNotFound());
         }
         // Every key of the lease is deleted at this revision (watchers see the DELETEs).
         for (const key of [...l.keys].sort(compareKeys)) {
