@@ -204,7 +204,7 @@ Deno.test({
               `-endpoints=${c.addrs.join(",")}`,
               ...tlsArgs(c),
               "-name=mutex",
-              "-ttl=2",
+              "-ttl=5", // room for keep-alives through a leader SIGKILL on a loaded machine
               `-file=${file}`,
               "-rounds=3",
               "-hold=150ms",
