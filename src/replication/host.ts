@@ -18,6 +18,7 @@ import {
   type Message,
   type NodeId,
   RaftNode,
+  type RaftOptions,
   type RaftStatus,
   type Random,
   type Ready,
@@ -127,6 +128,8 @@ export interface ReplicationOptions<R> {
   readonly requestTimeoutMs?: number;
   readonly random?: Random;
   readonly hooks?: ReplicationHooks;
+  /** More Raft core tunables (pre-vote, check quorum, batching), for tests. Default: the core's. */
+  readonly raftOptions?: Omit<RaftOptions, "id" | "random" | "electionTicks" | "heartbeatTicks">;
 }
 
 interface PendingProposal<R> {
@@ -246,6 +249,7 @@ export class ReplicationHost<R> {
         heartbeatTicks: opts.heartbeatTicks ?? 1,
         // No second copy of the state between transfers: maybeSnapshot supplies one on demand.
         releaseSnapshotTicks: 4 * (opts.electionTicks ?? 6),
+        ...opts.raftOptions,
       },
       hadState ? persisted : undefined,
     );
@@ -331,6 +335,18 @@ export class ReplicationHost<R> {
    */
   onFatal(listener: (error: Error) => void): void {
     this.fatalListeners.push(listener);
+  }
+
+  /**
+   * For tests and the simulator only: runs `fn` on the Raft core (to campaign, step a
+   * crafted message, read the log), then wakes the loop to handle what it produced.
+   */
+  withCore<T>(fn: (raft: RaftNode) => T): T {
+    try {
+      return fn(this.raft);
+    } finally {
+      this.wake();
+    }
   }
 
   /** The Raft core's status (role, term, indexes, configuration, follower progress). */
