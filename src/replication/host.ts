@@ -192,6 +192,14 @@ export class ReplicationHost<R> {
   private readSeq: number;
   /** State captured for a snapshot, written once the log is durable up to its index. */
   private pendingSnapshot: { index: number; data: Uint8Array; startedMs: number } | undefined;
+  /**
+   * The snapshot being written, beside the loop: its chunks and the deletes of the log it
+   * covers are many commits, and the log's own saves go between them (see
+   * `RaftStorage.saveSnapshot`). At most one at a time.
+   */
+  private snapshotWrite: Promise<void> | undefined;
+  /** Why `snapshotWrite` failed: the loop stops on it as on any storage failure. */
+  private snapshotWriteError: Error | undefined;
   private ticks = 0;
   private lastSnapshotIndex: number;
   private softState: SoftState = { leader: "", role: "follower", term: 0 };
@@ -291,6 +299,7 @@ export class ReplicationHost<R> {
     this.clock.clearInterval(this.timer);
     this.wake();
     await this.loopDone;
+    if (this.snapshotWrite) await this.snapshotWrite;
     if (this.deferredHardState && !this.fatal) {
       // Flush: a clean stop leaves the commit index on disk too.
       await this.storage.save({ hardState: this.deferredHardState, entries: [] });
@@ -798,7 +807,7 @@ export class ReplicationHost<R> {
         this.issueReads();
         await this.drainReady();
         // A follower may need a snapshot while nothing else is ready (see takeSnapshotWanted).
-        await this.maybeSnapshot();
+        this.maybeSnapshot();
       } catch (err) {
         // Storage failed: the node cannot keep its promises any more, so it stops serving.
         this.fatal = err instanceof Error ? err : new Error(String(err));
@@ -816,6 +825,7 @@ export class ReplicationHost<R> {
 
   private async drainReady(): Promise<void> {
     while (this.raft.hasReady()) {
+      if (this.snapshotWriteError) throw this.snapshotWriteError;
       const rd = this.raft.ready();
       // A leader's replication messages overlap its own fsync (see isSafeBeforePersist),
       // but never in a Ready that changes term or vote: a sole voter elects itself and
@@ -855,6 +865,9 @@ export class ReplicationHost<R> {
         hardState = this.deferredHardState;
       }
       if (hardState || rd.entries.length > 0 || rd.snapshot) {
+        // A snapshot from the leader replaces ours: our own must be on disk first.
+        if (rd.snapshot && this.snapshotWrite) await this.snapshotWrite;
+        if (this.snapshotWriteError) throw this.snapshotWriteError;
         const t0 = this.clock.now();
         await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
         if (hardState) {
@@ -868,7 +881,7 @@ export class ReplicationHost<R> {
       this.raft.advance();
       // Entries committed while we were writing (acknowledgements arrive meanwhile).
       this.applyEntries(this.raft.takeCommitted());
-      await this.maybeSnapshot();
+      this.maybeSnapshot();
     }
   }
 
@@ -953,9 +966,10 @@ export class ReplicationHost<R> {
    * index may run ahead of the local log on disk; a snapshot there would move the log's
    * start past entries not yet written and leave a gap. So the state is captured at the
    * applied index, and the snapshot is handed to the core and written only once the log is
-   * durable that far (a later turn of the loop, after the next save).
+   * durable that far (a later turn of the loop, after the next save). The write itself runs
+   * beside the loop (`snapshotWrite`).
    */
-  private async maybeSnapshot(): Promise<void> {
+  private maybeSnapshot(): void {
     const applied = this.fsm.appliedIndex;
     // The core released the latest snapshot's data and a follower needs it: take one now.
     const wanted = this.raft.takeSnapshotWanted();
@@ -971,8 +985,11 @@ export class ReplicationHost<R> {
         startedMs: this.clock.now(),
       };
     }
+    if (this.snapshotWriteError) throw this.snapshotWriteError;
     const pending = this.pendingSnapshot;
     if (!pending || this.raft.status().durableIndex < pending.index) return;
+    // One snapshot write at a time; the loop wakes when it is done and comes back here.
+    if (this.snapshotWrite) return;
     this.pendingSnapshot = undefined;
     // The same index again: data for a snapshot already on disk, handed back to the core.
     const resupplied = pending.index === this.lastSnapshotIndex;
@@ -984,11 +1001,21 @@ export class ReplicationHost<R> {
     this.stateBytes = snap.data.length;
     if (resupplied) return;
     const t0 = pending.startedMs;
-    await this.storage.saveSnapshot(snap);
-    this.hooks.onSnapshot?.({
-      index: snap.meta.index,
-      bytes: snap.data.length,
-      seconds: (this.clock.now() - t0) / 1000,
+    // Not awaited: the loop goes on persisting and sending while the snapshot is written.
+    this.snapshotWrite = this.storage.saveSnapshot(snap).then(
+      () => {
+        this.hooks.onSnapshot?.({
+          index: snap.meta.index,
+          bytes: snap.data.length,
+          seconds: (this.clock.now() - t0) / 1000,
+        });
+      },
+      (err) => {
+        this.snapshotWriteError = err instanceof Error ? err : new Error(String(err));
+      },
+    ).finally(() => {
+      this.snapshotWrite = undefined;
+      this.wake();
     });
   }
 

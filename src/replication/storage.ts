@@ -18,7 +18,8 @@
  * up (an entry's part 0 last, so a present part 0 means a complete entry), the hard state, and
  * only then the entries the snapshot covers and the previous snapshot's chunks are deleted.
  * `load()` removes whatever such a crash left behind (orphan chunks, covered entries, a
- * partially written entry).
+ * partially written entry). `saveSnapshot()` writes in the same order, as separate commits
+ * between which `save()`s run, so log fsyncs never wait for a whole snapshot.
  */
 import type { Entry, HardState, PersistedState, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import { MokvError } from "../errors.ts";
@@ -100,6 +101,12 @@ export const PART_BYTES = 60 * 1024;
 const MAX_COMMIT_MUTATIONS = 1000;
 /** Deno KV rejects commits above 819,200 bytes of keys and values; keep a margin. */
 const MAX_COMMIT_BYTES = 760 * 1024;
+/**
+ * Limits of one commit of `saveSnapshot`, well below Deno KV's: a log save queued behind such
+ * a commit waits for a few milliseconds, not for a 1000-mutation commit's tens.
+ */
+const SNAPSHOT_STEP_MUTATIONS = 250;
+const SNAPSHOT_STEP_BYTES = 192 * 1024;
 /** Generous estimate of one encoded key's size, counted against MAX_COMMIT_BYTES. */
 const KEY_BYTES = 48;
 const LIST_BATCH = 500;
@@ -182,6 +189,8 @@ export class RaftStorage implements LogStore {
   /** Part counts of stored entries that needed more than one part. */
   readonly #parts = new Map<number, number>();
   #snapshot: SnapshotRecord | undefined;
+  /** Generation of the next snapshot written: above every generation seen on disk. */
+  #nextGeneration = 1;
   #commits = 0;
   #lastCommitMs = 0;
   #totalCommitMs = 0;
@@ -229,15 +238,75 @@ export class RaftStorage implements LogStore {
     readonly entries: readonly Entry[];
     readonly snapshot?: Snapshot;
   }): Promise<void> {
-    return this.#serialize(() => this.#save(batch.hardState, batch.entries, batch.snapshot, true));
+    return this.#serialize(() => this.#save(batch.hardState, batch.entries, batch.snapshot));
   }
 
   /**
    * Stores a snapshot the application took itself and deletes the log entries up to
-   * `meta.index`; the entries after it stay. Resolves once durable.
+   * `meta.index`; the entries after it stay. Resolves once durable and the covered log is
+   * deleted.
+   *
+   * Unlike `save`, this is not one operation of the write queue but a sequence of them, one
+   * per atomic commit: the chunks (invisible until their record exists), the record, then
+   * the deletes of the covered log and of the previous snapshot's chunks. `save` calls made
+   * meanwhile run between those commits, so a large snapshot (tens of MB of chunks, up to
+   * `snapshotEntries` deletes) never holds the log's fsyncs up for seconds. Those saves only
+   * touch entries after the snapshot's index, which is committed and so never rewritten.
+   * A snapshot from the leader (`save` with one) must not be started while this runs.
    */
-  saveSnapshot(snapshot: Snapshot): Promise<void> {
-    return this.#serialize(() => this.#save(undefined, [], snapshot, false));
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    const generation = await this.#serialize(() => {
+      this.#checkSnapshotIndex(snapshot);
+      return Promise.resolve(this.#nextGeneration++);
+    });
+    const data = snapshot.data;
+    const chunks: Mutation[] = [];
+    for (let c = 0; c * PART_BYTES < data.length; c++) {
+      chunks.push({
+        key: chunkKey(generation, c),
+        value: data.subarray(c * PART_BYTES, Math.min(data.length, (c + 1) * PART_BYTES)),
+      });
+    }
+    for (const batch of this.#cutSteps(chunks)) {
+      await this.#serialize(() => this.#commitOrBreak(batch));
+    }
+    const garbage = await this.#serialize(async () => {
+      this.#checkSnapshotIndex(snapshot);
+      const record: SnapshotRecord = {
+        generation,
+        chunks: chunks.length,
+        dataBytes: data.length,
+        meta: snapshot.meta,
+      };
+      await this.#commitOrBreak([{ key: SNAP_META_KEY, value: encodeSnapshotRecord(record) }]);
+      // Durable: the covered log and the old chunks are garbage now (load drops them too).
+      const old = this.#snapshot;
+      const s = snapshot.meta.index;
+      const dead: Mutation[] = [];
+      this.#deleteRange(dead, this.#first, Math.min(s, this.#last), false);
+      for (const i of this.#parts.keys()) if (i <= s) this.#parts.delete(i);
+      if (old) {
+        for (let c = 0; c < old.chunks; c++) dead.push({ key: chunkKey(old.generation, c) });
+      }
+      this.#snapshot = record;
+      this.#first = s + 1;
+      this.#last = Math.max(this.#last, s);
+      return dead;
+    });
+    for (const batch of this.#cutSteps(garbage)) {
+      await this.#serialize(() => this.#commitOrBreak(batch));
+    }
+  }
+
+  /** Refuses a snapshot older than the stored one. */
+  #checkSnapshotIndex(snapshot: Snapshot): void {
+    if (!this.#loaded) throw new StorageError("load() must run before the first write");
+    const current = this.#snapshot?.meta.index ?? 0;
+    if (snapshot.meta.index < current) {
+      throw new StorageError(
+        `snapshot at ${snapshot.meta.index} is older than the stored one at ${current}`,
+      );
+    }
   }
 
   /** Closes the Deno KV file; pending writes are not waited for. */
@@ -295,6 +364,9 @@ export class RaftStorage implements LogStore {
     ) {
       const generation = kv.key[2];
       const chunk = kv.key[3];
+      if (typeof generation === "number" && generation >= this.#nextGeneration) {
+        this.#nextGeneration = generation + 1;
+      }
       if (record === undefined || generation !== record.generation) {
         garbage.push({ key: kv.key });
         continue;
@@ -375,6 +447,9 @@ export class RaftStorage implements LogStore {
     finish();
 
     this.#snapshot = record;
+    if (record && record.generation >= this.#nextGeneration) {
+      this.#nextGeneration = record.generation + 1;
+    }
     this.#first = snapIndex + 1;
     this.#last = entries.length === 0 ? snapIndex : entries[entries.length - 1].index;
     if (garbage.length > 0) await this.#commitStream(garbage);
@@ -413,7 +488,6 @@ export class RaftStorage implements LogStore {
     hardState: HardState | undefined,
     entries: readonly Entry[],
     snapshot: Snapshot | undefined,
-    fromLeader: boolean,
   ): Promise<void> {
     if (!this.#loaded) throw new StorageError("load() must run before the first write");
     const stream: Mutation[] = [];
@@ -431,8 +505,8 @@ export class RaftStorage implements LogStore {
         throw new StorageError(`snapshot at ${s} is older than the stored one at ${current}`);
       }
       // A snapshot from the leader keeps the stored tail only where the log matches it.
-      let keepTail = !fromLeader;
-      if (fromLeader && s >= first && s <= last) {
+      let keepTail = false;
+      if (s >= first && s <= last) {
         keepTail = (await this.#storedTerm(s)) === snapshot.meta.term;
       }
       if (!keepTail && last > s) {
@@ -463,7 +537,7 @@ export class RaftStorage implements LogStore {
     }
 
     if (snapshot) {
-      const generation = (oldRecord?.generation ?? 0) + 1;
+      const generation = this.#nextGeneration++;
       const data = snapshot.data;
       const chunks = Math.ceil(data.length / PART_BYTES);
       for (let c = 0; c < chunks; c++) {
@@ -571,34 +645,66 @@ export class RaftStorage implements LogStore {
 
   /** Cuts `stream` into atomic commits within Deno KV's limits and runs them in order. */
   async #commitStream(stream: readonly Mutation[]): Promise<void> {
-    let op = this.#kv.atomic();
-    let count = 0;
+    for (const batch of this.#cut(stream)) await this.#commit(batch);
+  }
+
+  /** `stream` in consecutive pieces that each fit in one atomic commit (and in the limits). */
+  #cut(
+    stream: readonly Mutation[],
+    maxMutations = this.#maxCommitMutations,
+    maxBytes = MAX_COMMIT_BYTES,
+  ): Mutation[][] {
+    const out: Mutation[][] = [];
+    let cur: Mutation[] = [];
     let bytes = 0;
-    let valueBytes = 0;
     for (const m of stream) {
       const size = KEY_BYTES + (m.value?.length ?? 0);
       if (
-        count > 0 && (count + 1 > this.#maxCommitMutations || bytes + size > MAX_COMMIT_BYTES)
+        cur.length > 0 &&
+        (cur.length + 1 > maxMutations || bytes + size > maxBytes)
       ) {
-        await this.#commit(op, valueBytes);
-        op = this.#kv.atomic();
-        count = 0;
+        out.push(cur);
+        cur = [];
         bytes = 0;
-        valueBytes = 0;
       }
+      cur.push(m);
+      bytes += size;
+    }
+    if (cur.length > 0) out.push(cur);
+    return out;
+  }
+
+  /** `stream` in the small commits of `saveSnapshot`. */
+  #cutSteps(stream: readonly Mutation[]): Mutation[][] {
+    return this.#cut(
+      stream,
+      Math.min(this.#maxCommitMutations, SNAPSHOT_STEP_MUTATIONS),
+      SNAPSHOT_STEP_BYTES,
+    );
+  }
+
+  /** One commit of a multi-step write: a failure makes the storage refuse further writes. */
+  async #commitOrBreak(batch: readonly Mutation[]): Promise<void> {
+    try {
+      await this.#commit(batch);
+    } catch (err) {
+      this.#broken = err instanceof Error ? err : new Error(String(err));
+      throw err;
+    }
+  }
+
+  /** One atomic commit of `batch` (which fits Deno KV's limits). */
+  async #commit(batch: readonly Mutation[]): Promise<void> {
+    const op = this.#kv.atomic();
+    let valueBytes = 0;
+    for (const m of batch) {
       if (m.value) {
         op.set(m.key, m.value);
         valueBytes += m.value.length;
       } else {
         op.delete(m.key);
       }
-      count++;
-      bytes += size;
     }
-    if (count > 0) await this.#commit(op, valueBytes);
-  }
-
-  async #commit(op: KvAtomic, valueBytes: number): Promise<void> {
     const start = performance.now();
     const res = await op.commit();
     if (!res.ok) throw new StorageError("Deno KV refused an unconditional commit");
