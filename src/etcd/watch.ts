@@ -8,18 +8,23 @@
  * compacted one (`compact_revision` set, watcher cancelled). A stream whose client does not
  * read is cancelled once a bounded number of bytes waits for it: a slow watcher never slows
  * the node or other streams.
+ *
+ * Fan-out: watchers of a stream with the same range, filters and prev_kv form one group, so
+ * an event is matched once per group, not once per watcher; each event is encoded once per
+ * node (watch_codec.ts) and its bytes are copied into every response that carries it; and all
+ * the responses of one event-loop turn go to the stream's HTTP/2 stream in one write.
  */
 import * as grpc from "@grpc/grpc-js";
+import protobuf from "protobufjs";
+import { ETCD_KV_PROTO, ETCD_RPC_PROTO } from "../api/etcd_proto.ts";
 import { PermissionDeniedError } from "../errors.ts";
 import {
-  type HistoryEntry,
-  inRange,
+  compareBytes,
   keyBytes,
   type KeyRange,
   keyRange,
   type KvEvent,
   type RevisionEvents,
-  toKeyValue,
 } from "../kv/mod.ts";
 import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
 import { subjectOf } from "../server/kv_service.ts";
@@ -27,6 +32,13 @@ import { rangeObject } from "./authz.ts";
 import type { EtcdBackend } from "./backend.ts";
 import { toEtcdStatus } from "./errors.ts";
 import { header } from "./service.ts";
+import {
+  encodeEventField,
+  encodeHeaderField,
+  frameBodies,
+  WatchFrames,
+  type WatchResponseParts,
+} from "./watch_codec.ts";
 
 /** Bytes of responses that may wait for a slow client on one stream before it is cancelled. */
 export const DEFAULT_WATCH_STREAM_BUFFER_BYTES = 16 * 1024 * 1024;
@@ -44,6 +56,11 @@ export interface WatchServiceOptions {
   readonly streamBufferBytes?: number;
   /** Default {@link DEFAULT_PROGRESS_NOTIFY_MS}. */
   readonly progressNotifyMs?: number;
+  /**
+   * Send through grpc-js's `call.write` (message objects) instead of framed bytes written
+   * straight to the HTTP/2 stream; also used whenever that stream cannot be reached. Tests.
+   */
+  readonly forceObjectWrites?: boolean;
 }
 
 interface WatchCreateRequest {
@@ -62,58 +79,174 @@ interface WatchRequest {
   cancel_request?: { watch_id: number };
 }
 
-interface Watcher {
-  readonly id: number;
+/** What selects a watcher's events: its range, filters and prev_kv. */
+interface Selector {
   readonly range: KeyRange;
   readonly noPut: boolean;
   readonly noDelete: boolean;
   readonly prevKv: boolean;
+}
+
+/** The watchers of one stream with one selector, and the events they share this turn. */
+interface Group extends Selector {
+  readonly key: string;
+  readonly watchers: Set<Watcher>;
+  /** Encoded events selected this turn, oldest first, and the revision of each. */
+  pending: Uint8Array[];
+  pendingRevisions: number[];
+}
+
+interface Watcher {
+  readonly id: number;
+  readonly group: Group;
   readonly progressNotify: boolean;
-  /** Events of revisions below this are not for this watcher (already replayed or too old). */
-  next: number;
+  /** The first live revision for this watcher (lower ones were replayed or are too old). */
+  readonly liveFrom: number;
   /** Something was sent since the last progress tick. */
   active: boolean;
-  /** Events selected but not yet sent (sent together at the end of this turn). */
-  pending: ReturnType<typeof toEvent>[];
-  /** Revision of the newest pending event. */
-  pendingRevision: number;
+  /** Replayed events not yet sent (they go before the group's), and the newest's revision. */
+  replay: Uint8Array[];
+  replayRevision: number;
 }
 
-function toEvent(e: KvEvent, revision: number, withPrev: boolean) {
-  const kv = e.entry ? toKeyValue(e.key, e.entry) : {
-    key: keyBytes(e.key),
-    create_revision: 0,
-    mod_revision: revision,
-    version: 0,
-    value: new Uint8Array(0),
-    lease: 0,
-  };
-  const prev = withPrev && e.prev ? toKeyValue(e.key, e.prev as HistoryEntry) : null;
-  return { type: e.type === "put" ? "PUT" : "DELETE", kv, prev_kv: prev };
+/** The encodings of one event, shared by every stream of the node (see encodedEvent). */
+interface EncodedEvent {
+  readonly key: Uint8Array;
+  plain?: Uint8Array;
+  withPrev?: Uint8Array;
 }
 
-/** About how many bytes a response takes on the wire (its keys and values dominate). */
-function responseBytes(res: Record<string, unknown>): number {
-  let n = 64;
-  const events = res.events as {
-    kv: { key: Uint8Array; value: Uint8Array };
-    prev_kv: { value: Uint8Array } | null;
-  }[] | undefined;
-  for (const e of events ?? []) {
-    n += 48 + e.kv.key.length + e.kv.value.length + (e.prev_kv?.value.length ?? 0);
+const encodings = new WeakMap<KvEvent, EncodedEvent>();
+
+/** The key of `e` as bytes, computed once per event. */
+function encodingOf(e: KvEvent): EncodedEvent {
+  let enc = encodings.get(e);
+  if (!enc) {
+    enc = { key: keyBytes(e.key) };
+    encodings.set(e, enc);
   }
-  return n;
+  return enc;
 }
 
-/** The events of `rev` this watcher wants, in etcd's form (empty when none). */
-function select(w: Watcher, rev: RevisionEvents) {
-  const out = [];
+/** Event `e` of `revision` as a WatchResponse's events field, with or without prev_kv. */
+function encodedEvent(e: KvEvent, revision: number, withPrev: boolean): Uint8Array {
+  const enc = encodingOf(e);
+  // Without a previous entry both forms are the same bytes.
+  if (withPrev && e.prev) {
+    return enc.withPrev ??= encodeEventField({
+      type: e.type,
+      key: enc.key,
+      entry: e.entry,
+      prev: e.prev,
+      revision,
+    });
+  }
+  return enc.plain ??= encodeEventField({ type: e.type, key: enc.key, entry: e.entry, revision });
+}
+
+/** Is the key (as a string and as bytes) inside `range`? (inRange, without encoding the key.) */
+function matches(range: KeyRange, key: string, bytes: Uint8Array): boolean {
+  if (range.end === undefined) return key === range.start;
+  if (range.start !== "" && compareBytes(bytes, range.startBytes) < 0) return false;
+  return range.end === null || compareBytes(bytes, range.end) < 0;
+}
+
+/** The encoded events of `rev` that `s` selects, in order (empty when none). */
+function select(s: Selector, rev: RevisionEvents): Uint8Array[] {
+  const out: Uint8Array[] = [];
   for (const e of rev.events) {
-    if (e.type === "put" ? w.noPut : w.noDelete) continue;
-    if (!inRange(w.range, e.key)) continue;
-    out.push(toEvent(e, rev.revision, w.prevKv));
+    if (e.type === "put" ? s.noPut : s.noDelete) continue;
+    if (!matches(s.range, e.key, encodingOf(e).key)) continue;
+    out.push(encodedEvent(e, rev.revision, s.prevKv));
   }
   return out;
+}
+
+function hex(bytes: Uint8Array | null | undefined): string {
+  if (bytes === undefined) return "u";
+  if (bytes === null) return "n";
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** A string equal for two selectors exactly when they select the same events the same way. */
+function selectorKey(s: Selector): string {
+  return `${hex(s.range.startBytes)}/${s.range.start === "" ? "*" : ""}/${hex(s.range.end)}/` +
+    `${s.noPut ? 1 : 0}${s.noDelete ? 1 : 0}${s.prevKv ? 1 : 0}`;
+}
+
+/** The part of an HTTP/2 stream the framed writer uses. */
+interface RawHttp2Stream {
+  write(chunk: Uint8Array): boolean;
+  readonly writableLength: number;
+  respond: unknown;
+}
+
+/**
+ * The HTTP/2 stream under a grpc-js server call (library boundary: grpc-js has no public
+ * accessor, as for api.KV's List): walks `call.call` and the interceptors' `nextCall` to
+ * grpc-js's base call; undefined when that shape is not found.
+ */
+function http2StreamOf(call: unknown): RawHttp2Stream | undefined {
+  let c = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 16 && c !== null && typeof c === "object"; depth++) {
+    const stream = (c as { stream?: Partial<RawHttp2Stream> }).stream;
+    if (
+      stream && typeof stream.write === "function" && typeof stream.respond === "function" &&
+      typeof stream.writableLength === "number"
+    ) {
+      return stream as RawHttp2Stream;
+    }
+    c = (c as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+const root = new protobuf.Root();
+protobuf.parse(ETCD_KV_PROTO, root, { keepCase: true });
+protobuf.parse(ETCD_RPC_PROTO, root, { keepCase: true });
+root.resolveAll();
+const WatchResponseType = root.lookupType("etcdserverpb.WatchResponse");
+
+/** Where a stream's framed responses go: straight to HTTP/2, or through grpc-js's objects. */
+interface ResponseSink {
+  /** Sends framed responses; answers the bytes waiting for the client afterwards. */
+  write(framed: Uint8Array): number;
+}
+
+function rawSink(call: grpc.ServerDuplexStream<WatchRequest, unknown>): ResponseSink | undefined {
+  const stream = http2StreamOf(call);
+  if (!stream) return undefined;
+  call.sendMetadata(new grpc.Metadata());
+  return {
+    write(framed) {
+      stream.write(framed);
+      return stream.writableLength;
+    },
+  };
+}
+
+/** The fallback: each response decoded back to an object and written by grpc-js. */
+function objectSink(call: grpc.ServerDuplexStream<WatchRequest, unknown>): ResponseSink {
+  let waiting = 0;
+  return {
+    write(framed) {
+      for (const body of frameBodies(framed)) {
+        const bytes = body.length;
+        waiting += bytes;
+        const res = WatchResponseType.toObject(WatchResponseType.decode(body), {
+          longs: Number,
+          enums: String,
+          defaults: true,
+        });
+        call.write(res, () => {
+          waiting -= bytes;
+        });
+      }
+      return waiting;
+    },
+  };
 }
 
 /** Builds the handler of `etcdserverpb.Watch`. */
@@ -122,62 +255,100 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
   const store = backend.store;
   const bufferBytes = opts.streamBufferBytes ?? DEFAULT_WATCH_STREAM_BUFFER_BYTES;
   const progressMs = opts.progressNotifyMs ?? DEFAULT_PROGRESS_NOTIFY_MS;
+  const headerAt = (revision?: number) => encodeHeaderField(header(backend, revision));
 
   const Watch = (call: grpc.ServerDuplexStream<WatchRequest, unknown>) => {
     const startedMs = performance.now();
     const subject = subjectOf(call);
+    const sink = (opts.forceObjectWrites ? undefined : rawSink(call)) ?? objectSink(call);
     const watchers = new Map<number, Watcher>();
+    const groups = new Map<string, Group>();
     let nextId = 0;
     let closed = false;
+    /** The revision after the newest live one this stream has seen. */
+    let liveNext = store.revision + 1;
 
-    /** Bytes of responses handed to grpc-js and not yet flushed to the connection. */
-    let pendingBytes = 0;
-    const send = (res: Record<string, unknown>): void => {
+    const frames = new WatchFrames();
+    const write = (): void => {
+      if (frames.count === 0) return;
+      const framed = frames.take();
       if (closed) return;
-      const bytes = responseBytes(res);
-      pendingBytes += bytes;
-      call.write(res, () => {
-        pendingBytes -= bytes;
-      });
-      if (pendingBytes > bufferBytes && watchers.size > 0) {
+      const waiting = sink.write(framed);
+      if (waiting > bufferBytes && watchers.size > 0) {
         // The client does not keep up: drop its watchers rather than buffer without bound.
         const reason = `mokv: watch stream too slow: over ${bufferBytes} bytes of events waiting`;
+        const h = headerAt();
         for (const w of [...watchers.values()]) {
-          watchers.delete(w.id);
-          call.write({
-            header: header(backend),
-            watch_id: w.id,
-            canceled: true,
-            cancel_reason: reason,
-          });
+          remove(w);
+          frames.append({ header: h, watchId: w.id, canceled: true, cancelReason: reason });
         }
+        sink.write(frames.take());
       }
+    };
+    /** Sends one control response (after everything appended before it). */
+    const send = (r: WatchResponseParts): void => {
+      frames.append(r);
+      write();
+    };
+
+    const remove = (w: Watcher): boolean => {
+      if (watchers.get(w.id) !== w) return false;
+      watchers.delete(w.id);
+      w.group.watchers.delete(w);
+      if (w.group.watchers.size === 0) groups.delete(w.group.key);
+      return true;
     };
 
     // Every revision applied in one turn of the event loop goes to a watcher in one response
-    // (in revision order, a transaction's events together): under load the node applies many
-    // entries per turn, and one response per watcher per revision would not keep up.
-    const dirty = new Set<Watcher>();
+    // (in revision order, a transaction's events together), and all responses of the turn in
+    // one write: under load the node applies many entries per turn.
+    const dirtyGroups = new Set<Group>();
+    const replaying = new Set<Watcher>();
     let flushing = false;
     const flush = (): void => {
       flushing = false;
-      for (const w of dirty) {
-        if (watchers.get(w.id) !== w || w.pending.length === 0) continue;
-        const events = w.pending;
-        w.pending = [];
-        send({ header: header(backend, w.pendingRevision), watch_id: w.id, events });
+      const headers = new Map<number, Uint8Array>();
+      const headerOf = (revision: number) => {
+        let h = headers.get(revision);
+        if (!h) headers.set(revision, h = headerAt(revision));
+        return h;
+      };
+      /** The group's events from `from` on, and the revision of the newest (0: none). */
+      const liveOf = (g: Group, from: number): [Uint8Array[], number] => {
+        const revs = g.pendingRevisions;
+        if (revs.length === 0 || revs[revs.length - 1] < from) return [[], 0];
+        if (revs[0] >= from) return [g.pending, revs[revs.length - 1]];
+        let i = 0;
+        while (revs[i] < from) i++;
+        return [g.pending.slice(i), revs[revs.length - 1]];
+      };
+      for (const w of replaying) {
+        if (watchers.get(w.id) !== w) continue;
+        const [live, liveRevision] = dirtyGroups.has(w.group)
+          ? liveOf(w.group, w.liveFrom)
+          : [[], 0];
+        const events = live.length > 0 ? w.replay.concat(live) : w.replay;
+        const revision = liveRevision > 0 ? liveRevision : w.replayRevision;
+        w.replay = [];
+        w.active = true;
+        frames.append({ header: headerOf(revision), watchId: w.id, events });
       }
-      dirty.clear();
+      for (const g of dirtyGroups) {
+        for (const w of g.watchers) {
+          if (replaying.has(w)) continue;
+          const [events, revision] = liveOf(g, w.liveFrom);
+          if (events.length === 0) continue;
+          w.active = true;
+          frames.append({ header: headerOf(revision), watchId: w.id, events });
+        }
+        g.pending = [];
+        g.pendingRevisions = [];
+      }
+      replaying.clear();
+      dirtyGroups.clear();
+      write();
     };
-    const deliver = (w: Watcher, rev: RevisionEvents): void => {
-      if (rev.revision < w.next) return;
-      w.next = rev.revision + 1;
-      const events = select(w, rev);
-      if (events.length === 0) return;
-      w.active = true;
-      for (const e of events) w.pending.push(e);
-      w.pendingRevision = rev.revision;
-      dirty.add(w);
+    const schedule = (): void => {
       if (!flushing) {
         flushing = true;
         queueMicrotask(flush);
@@ -185,30 +356,41 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     };
 
     const unsubscribe = store.onEvents((rev) => {
-      for (const w of watchers.values()) deliver(w, rev);
+      liveNext = rev.revision + 1;
+      for (const g of groups.values()) {
+        const events = select(g, rev);
+        if (events.length === 0) continue;
+        for (const e of events) {
+          g.pending.push(e);
+          g.pendingRevisions.push(rev.revision);
+        }
+        dirtyGroups.add(g);
+        schedule();
+      }
     });
     const unreset = store.onReset((revision) => {
       // A snapshot replaced the state: events up to its revision were never seen here.
       for (const w of [...watchers.values()]) {
-        if (w.next > revision) continue;
-        watchers.delete(w.id);
-        send({
-          header: header(backend),
-          watch_id: w.id,
+        if (Math.max(w.liveFrom, liveNext) > revision) continue;
+        remove(w);
+        frames.append({
+          header: headerAt(),
+          watchId: w.id,
           canceled: true,
-          compact_revision: revision,
-          cancel_reason: "etcdserver: mvcc: required revision has been compacted",
+          compactRevision: revision,
+          cancelReason: "etcdserver: mvcc: required revision has been compacted",
         });
       }
+      liveNext = Math.max(liveNext, revision + 1);
+      write();
     });
     const timer = setInterval(() => {
       flush();
       for (const w of watchers.values()) {
-        if (w.progressNotify && !w.active) {
-          send({ header: header(backend), watch_id: w.id, events: [] });
-        }
+        if (w.progressNotify && !w.active) frames.append({ header: headerAt(), watchId: w.id });
         w.active = false;
       }
+      write();
     }, progressMs);
 
     const create = async (req: WatchCreateRequest): Promise<void> => {
@@ -223,11 +405,11 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         }
       } catch (error) {
         send({
-          header: header(backend),
-          watch_id: -1,
+          header: headerAt(),
+          watchId: -1,
           created: true,
           canceled: true,
-          cancel_reason: toEtcdStatus(error).details,
+          cancelReason: toEtcdStatus(error).details,
         });
         return;
       }
@@ -238,11 +420,11 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
       if (watchers.has(id) || watchers.size >= MAX_WATCHERS_PER_STREAM) {
         send({
-          header: header(backend),
-          watch_id: id,
+          header: headerAt(),
+          watchId: id,
           created: true,
           canceled: true,
-          cancel_reason: watchers.has(id)
+          cancelReason: watchers.has(id)
             ? "etcdserver: duplicate watch ID"
             : `mokv: at most ${MAX_WATCHERS_PER_STREAM} watchers per stream`,
         });
@@ -251,34 +433,53 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       // From here to the end nothing awaits: the replay and the subscription see one state.
       const current = store.revision;
       const compacted = store.compactedRevision;
-      send({ header: header(backend, current), watch_id: id, created: true });
+      send({ header: headerAt(current), watchId: id, created: true });
       if (req.start_revision > 0 && req.start_revision <= compacted) {
         send({
-          header: header(backend, current),
-          watch_id: id,
+          header: headerAt(current),
+          watchId: id,
           canceled: true,
-          compact_revision: compacted,
-          cancel_reason: "etcdserver: mvcc: required revision has been compacted",
+          compactRevision: compacted,
+          cancelReason: "etcdserver: mvcc: required revision has been compacted",
         });
         return;
       }
-      const w: Watcher = {
-        id,
+      const selector: Selector = {
         range,
         noPut: req.filters.includes("NOPUT"),
         noDelete: req.filters.includes("NODELETE"),
         prevKv: req.prev_kv,
-        progressNotify: req.progress_notify,
-        next: req.start_revision > 0 ? req.start_revision : current + 1,
-        active: false,
-        pending: [],
-        pendingRevision: 0,
       };
-      if (w.next <= current) {
-        for (const rev of store.history.since(w.next)) deliver(w, rev);
-        w.next = current + 1;
+      const key = selectorKey(selector);
+      let group = groups.get(key);
+      if (!group) {
+        group = { ...selector, key, watchers: new Set(), pending: [], pendingRevisions: [] };
+        groups.set(key, group);
+      }
+      const start = req.start_revision > 0 ? req.start_revision : current + 1;
+      const w: Watcher = {
+        id,
+        group,
+        progressNotify: req.progress_notify,
+        liveFrom: Math.max(start, current + 1),
+        active: false,
+        replay: [],
+        replayRevision: 0,
+      };
+      if (start <= current) {
+        for (const rev of store.history.since(start)) {
+          const events = select(group, rev);
+          if (events.length === 0) continue;
+          for (const e of events) w.replay.push(e);
+          w.replayRevision = rev.revision;
+        }
+        if (w.replay.length > 0) {
+          replaying.add(w);
+          schedule();
+        }
       }
       watchers.set(id, w);
+      group.watchers.add(w);
     };
 
     // Requests are handled one after another (authorization may await).
@@ -291,17 +492,15 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
             if (req.create_request) await create(req.create_request);
             return;
           case "cancel_request": {
-            const id = req.cancel_request?.watch_id ?? -1;
-            if (watchers.delete(id)) {
-              send({ header: header(backend), watch_id: id, canceled: true });
-            }
+            const w = watchers.get(req.cancel_request?.watch_id ?? -1);
+            if (w && remove(w)) send({ header: headerAt(), watchId: w.id, canceled: true });
             return;
           }
           case "progress_request":
             // Not tied to a watcher: clientv3 broadcasts it to all of the stream's watchers.
             // Events still pending go first: nothing may follow at or below its revision.
             flush();
-            send({ header: header(backend), watch_id: -1 });
+            send({ header: headerAt(), watchId: -1 });
             return;
           default:
             return;
@@ -315,6 +514,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       unreset();
       clearInterval(timer);
       watchers.clear();
+      groups.clear();
       try {
         opts.onRequest?.({
           method: "/etcdserverpb.Watch/Watch",

@@ -14,8 +14,9 @@
 //	           -value; prints "elected" once it leads and stays until killed.
 //	watch-bench W watchers on one prefix (over a few connections) while one writer puts at
 //	           -rate writes/s for -duration; prints the delivery lag from each write's
-//	           acknowledgement to each watcher's event (p50, p99, max) and how many events
-//	           every watcher got (bench/etcd_watch.sh runs it).
+//	           acknowledgement to each watcher's event (p50, p99, max; an event that
+//	           arrives before its acknowledgement counts 0), the events delivered of those
+//	           expected and how many watchers got every event (bench/etcd_watch.sh runs it).
 package main
 
 import (
@@ -29,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/clientv3"
@@ -218,6 +220,7 @@ func watchBench(ctx context.Context) {
 	acked := make(map[string]time.Time, total)
 	var lags []time.Duration
 	counts := make([]int, *watchers)
+	cancelled, firstErr := 0, ""
 	var ready, done sync.WaitGroup
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -229,16 +232,26 @@ func watchBench(ctx context.Context) {
 			ch := clients[w%len(clients)].Watch(wctx, *prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 			ready.Done()
 			for resp := range ch {
-				now := time.Now()
-				for _, ev := range resp.Events {
+				if err := resp.Err(); err != nil {
 					mu.Lock()
-					if t, ok := acked[string(ev.Kv.Key)]; ok {
-						lags = append(lags, now.Sub(t))
+					if cancelled == 0 {
+						firstErr = err.Error()
 					}
-					counts[w]++
+					cancelled++
 					mu.Unlock()
+					return
 				}
+				now := time.Now()
 				mu.Lock()
+				for _, ev := range resp.Events {
+					// An event may arrive before its writer saw the acknowledgement: lag 0.
+					lag := time.Duration(0)
+					if t, ok := acked[string(ev.Kv.Key)]; ok && now.After(t) {
+						lag = now.Sub(t)
+					}
+					lags = append(lags, lag)
+				}
+				counts[w] += len(resp.Events)
 				c := counts[w]
 				mu.Unlock()
 				if c >= total {
@@ -299,10 +312,14 @@ func watchBench(ctx context.Context) {
 			complete++
 		}
 	}
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	emit(map[string]interface{}{
+		"client_cpu_s": cpu.Seconds(), "run_s": time.Since(t0).Seconds(),
 		"watchers": *watchers, "writes": total, "writes_per_s": float64(total) / wrote.Seconds(),
-		"watchers_complete": complete, "events": len(lags),
-		"lag_p50_ms": q(0.5), "lag_p99_ms": q(0.99), "lag_max_ms": q(1),
+		"watchers_complete": complete, "events": len(lags), "events_expected": total * *watchers,
+		"watchers_cancelled": cancelled, "first_cancel": firstErr, "lag_p50_ms": q(0.5), "lag_p99_ms": q(0.99), "lag_max_ms": q(1),
 	})
 }
 
