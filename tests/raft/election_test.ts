@@ -1,16 +1,20 @@
 /**
  * Leader election, Raft paper §5.2, with the extensions of the Raft dissertation: pre-vote
  * (§9.6), check quorum (§6.2), the leader's no-op (§8), and restart from persisted state
- * (§5.1's persistent state). Also: a follower refuses client requests with the leader hint.
+ * (§5.1's persistent state), on real hosts. Also: a follower forwards a client's write to the
+ * leader, and with no leader the write fails as retryable.
  */
-import { NotLeaderError } from "../../src/errors.ts";
-import { assert, assertEquals, assertThrows, Cluster } from "./sim/mod.ts";
+import { UnavailableError } from "../../src/errors.ts";
+import { assert, assertEquals, Cluster } from "./sim/mod.ts";
 
 /** Ticks every node once per round, delivering everything, until a leader exists. */
-function runUntilLeader(c: Cluster, maxRounds = 100): { leader: string; rounds: number } {
+async function runUntilLeader(
+  c: Cluster,
+  maxRounds = 100,
+): Promise<{ leader: string; rounds: number }> {
   for (let round = 1; round <= maxRounds; round++) {
-    c.tickAll();
-    c.stabilize();
+    await c.tickAll();
+    await c.stabilize();
     const leaders = c.leaders();
     assert(leaders.length <= 1, `one leader at most, got ${leaders}`);
     if (leaders.length === 1) return { leader: leaders[0], rounds: round };
@@ -18,169 +22,183 @@ function runUntilLeader(c: Cluster, maxRounds = 100): { leader: string; rounds: 
   throw new Error(`no leader after ${maxRounds} rounds`);
 }
 
-Deno.test("§5.2 randomized timeouts elect one leader within [electionTicks, 2*electionTicks)", () => {
+Deno.test("§5.2 randomized timeouts elect one leader within [electionTicks, 2*electionTicks)", async () => {
   const winners = new Set<string>();
   for (let seed = 1; seed <= 12; seed++) {
-    const c = new Cluster(["a", "b", "c"], { seed, electionTicks: 10 });
-    const { leader, rounds } = runUntilLeader(c);
+    const c = await Cluster.start(["a", "b", "c"], { seed, electionTicks: 10 });
+    const { leader, rounds } = await runUntilLeader(c);
     assert(rounds >= 10 && rounds < 20, `seed ${seed}: elected after ${rounds} ticks`);
     winners.add(leader);
-    const term = c.raft(leader).status().term;
+    const term = c.status(leader).term;
     for (const id of c.ids) {
-      assertEquals(c.raft(id).status().term, term);
-      assertEquals(c.raft(id).status().leader, leader);
+      assertEquals(c.status(id).term, term);
+      assertEquals(c.status(id).leader, leader);
     }
   }
   assert(winners.size >= 2, `the seed decides who wins: ${[...winners]}`);
 });
 
-Deno.test("§5.2 the same seed elects the same leader (deterministic)", () => {
-  const first = runUntilLeader(new Cluster(["a", "b", "c", "d", "e"], { seed: 42 }));
-  const again = runUntilLeader(new Cluster(["a", "b", "c", "d", "e"], { seed: 42 }));
+Deno.test("§5.2 the same seed elects the same leader (deterministic)", async () => {
+  const first = await runUntilLeader(await Cluster.start(["a", "b", "c", "d", "e"], { seed: 42 }));
+  const again = await runUntilLeader(await Cluster.start(["a", "b", "c", "d", "e"], { seed: 42 }));
   assertEquals(again, first);
 });
 
-Deno.test("§8 a new leader appends an empty entry of its term and commits it", () => {
-  const c = new Cluster(["a", "b", "c"]);
-  assertEquals(c.elect("a"), "leader");
-  const s = c.raft("a").status();
-  const [last] = c.raft("a").entries(s.lastIndex, s.lastIndex + 1);
+Deno.test("§8 a new leader appends an empty entry of its term and commits it", async () => {
+  const c = await Cluster.start(["a", "b", "c"]);
+  assertEquals(await c.elect("a"), "leader");
+  const s = c.status("a");
+  const [last] = c.entries("a", s.lastIndex, s.lastIndex + 1);
   assertEquals(last.type, "normal");
   assertEquals(last.term, s.term);
   assert(last.type === "normal" && last.data.length === 0, "the no-op carries no data");
   assertEquals(s.commit, s.lastIndex, "committed once the followers acknowledged it");
+  assertEquals(c.applied("a"), s.lastIndex, "and applied");
 });
 
-Deno.test("§9.6 pre-vote: a partitioned node rejoining does not depose a healthy leader", () => {
-  const c = new Cluster(["a", "b", "c"]);
-  assertEquals(c.elect("a"), "leader");
-  const term = c.raft("a").status().term;
+Deno.test("§9.6 pre-vote: a partitioned node rejoining does not depose a healthy leader", async () => {
+  const c = await Cluster.start(["a", "b", "c"]);
+  assertEquals(await c.elect("a"), "leader");
+  const term = c.status("a").term;
   c.isolate("c");
   for (let i = 0; i < 60; i++) {
-    c.tickAll();
-    c.stabilize();
+    await c.tickAll();
+    await c.stabilize();
   }
   // c campaigned (pre-votes of term + 1) over and over, without raising its own term.
-  assertEquals(c.raft("c").status().term, term);
+  assertEquals(c.status("c").term, term);
   c.heal();
-  c.raft("c").campaign();
-  c.process("c");
+  await c.core("c", (r) => r.campaign());
   const preVotes = c.peek({ type: "preVote", from: "c" });
   assertEquals(preVotes.length, 2);
   assert(preVotes.every((m) => m.term === term + 1), "pre-votes carry term + 1");
-  c.stabilize();
-  c.tickAll(2);
-  c.stabilize();
+  await c.stabilize();
+  await c.tickAll(2);
+  await c.stabilize();
   assertEquals(c.leaders(), ["a"]);
-  assertEquals(c.raft("a").status().term, term, "the leader's term did not move");
+  assertEquals(c.status("a").term, term, "the leader's term did not move");
 });
 
-Deno.test("§9.6 without pre-vote the same rejoin forces a new election (the contrast)", () => {
-  const c = new Cluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
-  assertEquals(c.elect("a"), "leader");
-  const term = c.raft("a").status().term;
+Deno.test("§9.6 without pre-vote the same rejoin forces a new election (the contrast)", async () => {
+  const c = await Cluster.start(["a", "b", "c"], { preVote: false, checkQuorum: false });
+  assertEquals(await c.elect("a"), "leader");
+  const term = c.status("a").term;
   c.isolate("c");
-  for (let i = 0; i < 30; i++) c.tick("c");
+  await c.tick("c", 30);
   c.drop();
-  assert(c.raft("c").status().term > term + 1, "c bumped its term while cut off");
+  assert(c.status("c").term > term + 1, "c bumped its term while cut off");
   c.heal();
-  c.tick("a");
-  c.stabilize();
-  assert(c.raft("a").status().term > term, "the leader was disrupted");
+  await c.tick("a");
+  await c.stabilize();
+  assert(c.status("a").term > term, "the leader was disrupted");
 });
 
-Deno.test("§6.2 check quorum: a leader cut off from its quorum steps down within two election timeouts", () => {
-  const c = new Cluster(["a", "b", "c"], { electionTicks: 10 });
-  assertEquals(c.elect("a"), "leader");
+Deno.test("§6.2 check quorum: a leader cut off from its quorum steps down within two election timeouts", async () => {
+  const c = await Cluster.start(["a", "b", "c"], { electionTicks: 10 });
+  assertEquals(await c.elect("a"), "leader");
   c.isolate("a");
   let ticks = 0;
-  while (c.raft("a").status().role === "leader" && ticks < 100) {
-    c.tick("a");
+  while (c.status("a").role === "leader" && ticks < 100) {
+    await c.tick("a");
     c.drop();
     ticks++;
   }
-  assertEquals(c.raft("a").status().role, "follower");
+  assertEquals(c.status("a").role, "follower");
   assert(ticks <= 20, `stepped down after ${ticks} ticks`);
 });
 
-Deno.test("§6.2 check quorum: followers in a leader's lease ignore a disruptive vote", () => {
-  const c = new Cluster(["a", "b", "c"], { preVote: false });
-  assertEquals(c.elect("a"), "leader");
-  const term = c.raft("a").status().term;
+Deno.test("§6.2 check quorum: followers in a leader's lease ignore a disruptive vote", async () => {
+  const c = await Cluster.start(["a", "b", "c"], { preVote: false });
+  assertEquals(await c.elect("a"), "leader");
+  const term = c.status("a").term;
   // c times out alone (its heartbeats lost) and asks b for a vote in a higher term.
   c.isolate("c");
-  for (let i = 0; i < 25 && c.raft("c").status().role !== "candidate"; i++) c.tick("c");
+  for (let i = 0; i < 25 && c.status("c").role !== "candidate"; i++) await c.tick("c");
   c.drop();
   c.heal();
-  c.tick("a");
-  c.deliver({ type: "heartbeat", to: "b" });
-  c.raft("c").campaign();
-  c.process("c");
-  c.deliver({ type: "vote", to: "b" });
+  await c.tick("a");
+  await c.deliver({ type: "heartbeat", to: "b" });
+  await c.core("c", (r) => r.campaign());
+  await c.deliver({ type: "vote", to: "b" });
   assertEquals(c.peek({ type: "voteResponse", from: "b" }).length, 0, "b ignores it in its lease");
-  assertEquals(c.raft("b").status().term, term);
+  assertEquals(c.status("b").term, term);
 });
 
-Deno.test("propose and read on a follower fail at once with the leader hint", () => {
-  const c = new Cluster(["a", "b", "c"]);
-  assertEquals(c.elect("a"), "leader");
-  const err = assertThrows(
-    () => c.node("b").propose({ opId: 1, key: "k", value: "v" }),
-    NotLeaderError,
-  );
-  assertEquals(err.leaderId, "a");
-  const fresh = new Cluster(["a", "b", "c"]);
-  const noLeader = assertThrows(() => fresh.read("b", "k"), NotLeaderError);
-  assertEquals(noLeader.leaderId, undefined);
-  assertThrows(
-    () => fresh.node("b").propose({ opId: 1, key: "k", value: "v" }),
-    NotLeaderError,
-  );
+Deno.test("a write on a follower is forwarded to the leader; with no leader it fails as retryable", async () => {
+  const c = await Cluster.start(["a", "b", "c"]);
+  assertEquals(await c.elect("a"), "leader");
+  const w = await c.propose("b", "k", "via-b");
+  assertEquals(w.index, 0, "b appends nothing itself");
+  assertEquals(c.status("a").lastIndex, c.status("b").lastIndex + 1, "the leader appended it");
+  await c.stabilize();
+  await c.tick("a");
+  await c.stabilize();
+  assertEquals(w.state, "done", "the leader's answer reached b's client");
+  assertEquals(c.value("b", "k"), "via-b");
+  // No leader anywhere: the write waits for one, then fails as retryable.
+  const fresh = await Cluster.start(["a", "b", "c"]);
+  const orphan = await fresh.propose("b", "k");
+  const read = await fresh.read("b", "k");
+  for (let i = 0; i < 600 && (orphan.state === "pending" || read.state === "pending"); i++) {
+    await fresh.tick("b");
+    fresh.drop();
+  }
+  assertEquals(orphan.state, "failed");
+  assert(orphan.error instanceof UnavailableError, `retryable: ${orphan.error}`);
+  assertEquals(read.state, "failed", "the read timed out too");
+  assertEquals(fresh.status("b").lastIndex, 1, "nothing was appended anywhere");
 });
 
-Deno.test("§5.1 a node restarts from its persisted state (term, vote, log, commit)", () => {
-  const c = new Cluster(["a", "b", "c"]);
-  assertEquals(c.elect("a"), "leader");
-  for (let i = 0; i < 5; i++) c.propose("a", `k${i}`);
-  c.stabilize();
-  c.tick("a");
-  c.stabilize();
-  const before = c.raft("b").status();
-  const state = new Map(c.node("b").sm.state());
+Deno.test("§5.1 a node restarts from its persisted state (term, vote, log, commit)", async () => {
+  const c = await Cluster.start(["a", "b", "c"]);
+  assertEquals(await c.elect("a"), "leader");
+  for (let i = 0; i < 5; i++) await c.propose("a", `k${i}`);
+  await c.stabilize();
+  await c.tick("a");
+  await c.stabilize();
+  const before = c.status("b");
+  const state = c.state("b");
   c.crash("b");
-  c.restart("b");
-  const after = c.raft("b").status();
+  await c.restart("b");
+  const after = c.status("b");
   assertEquals(
-    [after.term, after.vote, after.lastIndex, after.commit],
-    [before.term, before.vote, before.lastIndex, before.commit],
+    [after.term, after.vote, after.lastIndex],
+    [before.term, before.vote, before.lastIndex],
   );
-  assertEquals(new Map(c.node("b").sm.state()), state, "committed entries replayed");
-  const { index } = c.propose("a", "after");
-  c.stabilize();
-  c.tick("a");
-  c.stabilize();
-  assertEquals(c.node("b").applied, index, "and it goes on replicating");
+  // A commit-only change rides with the next batch (the leader tells it again), so the
+  // commit index on disk may be behind; what it says is replayed into the state machine.
+  assert(after.commit <= before.commit && after.commit > 0, `commit ${after.commit}`);
+  await c.tick("b"); // the loop's first turn replays them
+  assertEquals(c.applied("b"), after.commit, "committed entries replayed");
+  await c.tick("a");
+  await c.stabilize();
+  assertEquals(c.status("b").commit, before.commit, "the leader's heartbeat restores the rest");
+  assertEquals(c.state("b"), state);
+  const { index } = await c.propose("a", "after");
+  await c.stabilize();
+  await c.tick("a");
+  await c.stabilize();
+  assertEquals(c.applied("b"), index, "and it goes on replicating");
 });
 
-Deno.test("§5.1 a vote request with a stale term is rejected with the current term", () => {
+Deno.test("§5.1 a vote request with a stale term is rejected with the current term", async () => {
   // Without this answer a candidate whose term is behind never learns the newer term. The
   // simulator found a livelock from it (3 nodes, preVote off, after membership changes): the
   // up-to-date candidate's vote requests reached the only other voter, which had a higher
   // term from campaigning towards a removed node, and went unanswered forever.
-  const c = new Cluster(["a", "b", "c"], { preVote: false, checkQuorum: false });
+  const c = await Cluster.start(["a", "b", "c"], { preVote: false, checkQuorum: false });
   c.isolate("b");
-  c.tick("b", 45); // b campaigns alone, several times
+  await c.tick("b", 45); // b campaigns alone, several times
   c.drop();
   c.heal();
-  const bTerm = c.raft("b").status().term;
+  const bTerm = c.status("b").term;
   assert(bTerm >= 3);
-  c.raft("a").campaign();
-  c.process("a");
-  assert(c.raft("a").status().term < bTerm);
-  c.deliver({ type: "vote", to: "b" });
+  await c.core("a", (r) => r.campaign());
+  assert(c.status("a").term < bTerm);
+  await c.deliver({ type: "vote", to: "b" });
   const [answer] = c.peek({ type: "voteResponse", from: "b" });
   assert(answer !== undefined, "b answers the stale vote request");
   assertEquals([answer.term, answer.type === "voteResponse" && answer.reject], [bTerm, true]);
-  c.deliver({ type: "voteResponse", from: "b" });
-  assertEquals(c.raft("a").status().term, bTerm, "the candidate learns the newer term");
+  await c.deliver({ type: "voteResponse", from: "b" });
+  assertEquals(c.status("a").term, bTerm, "the candidate learns the newer term");
 });

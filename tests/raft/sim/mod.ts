@@ -1,11 +1,20 @@
 /**
  * The deterministic simulator and its test harness: the whole-run simulation of real
  * replication hosts over a virtual clock, network and disk (host_sim.ts), the safety checkers
- * and the KV model, and a manually driven core-only cluster for scenario tests.
+ * and the KV model, and a hand-driven cluster of the same real hosts for scenario tests.
  */
-export { assert, assertEquals, assertThrows } from "../../helpers/assert.ts";
+export { assert, assertEquals, assertRejects, assertThrows } from "../../helpers/assert.ts";
 export { InvariantViolation, SafetyChecker, type ServedRead } from "./checker.ts";
-export { Cluster, type ClusterOptions, type MessageFilter } from "./cluster.ts";
+export {
+  Cluster,
+  type ClusterOptions,
+  type MessageFilter,
+  type Outcome,
+  type Read,
+  TICK_MS,
+  type Write,
+} from "./cluster.ts";
+export { ManualClock } from "./manual_clock.ts";
 export { Disk, type LogView, PersistenceContractError } from "./disk.ts";
 export {
   decodeOp,
