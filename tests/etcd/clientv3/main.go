@@ -216,9 +216,12 @@ func watchBench(ctx context.Context) {
 	}
 	from := start.Header.Revision + 1
 	total := int(duration.Seconds() * float64(*rate))
-	var mu sync.Mutex
+	// Writers record acknowledgements under ackMu; each watcher keeps its own lags and count
+	// and merges them under mu when it ends, so watchers never contend per event.
+	var ackMu sync.RWMutex
 	acked := make(map[string]time.Time, total)
-	var lags []time.Duration
+	var mu sync.Mutex
+	lags := make([]time.Duration, 0, total**watchers)
 	counts := make([]int, *watchers)
 	cancelled, firstErr := 0, ""
 	var ready, done sync.WaitGroup
@@ -229,32 +232,39 @@ func watchBench(ctx context.Context) {
 		done.Add(1)
 		go func(w int) {
 			defer done.Done()
+			mine := make([]time.Duration, 0, total)
+			var failure error
+			defer func() {
+				mu.Lock()
+				lags = append(lags, mine...)
+				counts[w] = len(mine)
+				if failure != nil {
+					if cancelled == 0 {
+						firstErr = failure.Error()
+					}
+					cancelled++
+				}
+				mu.Unlock()
+			}()
 			ch := clients[w%len(clients)].Watch(wctx, *prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
 			ready.Done()
 			for resp := range ch {
 				if err := resp.Err(); err != nil {
-					mu.Lock()
-					if cancelled == 0 {
-						firstErr = err.Error()
-					}
-					cancelled++
-					mu.Unlock()
+					failure = err
 					return
 				}
 				now := time.Now()
-				mu.Lock()
+				ackMu.RLock()
 				for _, ev := range resp.Events {
 					// An event may arrive before its writer saw the acknowledgement: lag 0.
 					lag := time.Duration(0)
 					if t, ok := acked[string(ev.Kv.Key)]; ok && now.After(t) {
 						lag = now.Sub(t)
 					}
-					lags = append(lags, lag)
+					mine = append(mine, lag)
 				}
-				counts[w] += len(resp.Events)
-				c := counts[w]
-				mu.Unlock()
-				if c >= total {
+				ackMu.RUnlock()
+				if len(mine) >= total {
 					return
 				}
 			}
@@ -275,9 +285,9 @@ func watchBench(ctx context.Context) {
 				if _, err := writer.Put(ctx, k, "v"); err != nil {
 					fail("put: %v", err)
 				}
-				mu.Lock()
+				ackMu.Lock()
 				acked[k] = time.Now()
-				mu.Unlock()
+				ackMu.Unlock()
 			}
 		}()
 	}
@@ -297,6 +307,14 @@ func watchBench(ctx context.Context) {
 	case <-time.After(30 * time.Second):
 	}
 	cancel()
+	// Every watcher's channel closes once the context is cancelled; each merges and ends.
+	merged := make(chan struct{})
+	go func() { done.Wait(); close(merged) }()
+	select {
+	case <-merged:
+	case <-time.After(10 * time.Second):
+		fail("watchers did not end within 10 s of the cancel")
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	sort.Slice(lags, func(i, j int) bool { return lags[i] < lags[j] })
