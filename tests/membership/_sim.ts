@@ -33,7 +33,7 @@ export interface LoggedEvent {
   readonly event: MemberEvent;
 }
 
-interface SimNode {
+interface GossipNode {
   readonly name: string;
   readonly addr: string;
   swim: Swim;
@@ -51,8 +51,8 @@ interface InFlight {
 /** A cluster of SWIM cores on a virtual network. */
 export class SimCluster {
   readonly log: LoggedEvent[] = [];
-  readonly nodes = new Map<string, SimNode>();
-  readonly #byAddr = new Map<string, SimNode>();
+  readonly nodes = new Map<string, GossipNode>();
+  readonly #byAddr = new Map<string, GossipNode>();
   readonly #net: SeededRng;
   readonly #inflight = new Map<number, InFlight[]>();
   #groups: Map<string, number> | undefined;
@@ -74,7 +74,7 @@ export class SimCluster {
     const addr = SimCluster.addrOf(name);
     const existing = this.nodes.get(name);
     const restarts = existing ? existing.restarts + 1 : 0;
-    const node: SimNode = {
+    const node: GossipNode = {
       name,
       addr,
       swim: this.#core(name, addr, tags, restarts),
@@ -116,14 +116,14 @@ export class SimCluster {
   }
 
   /** The node called `name`. */
-  node(name: string): SimNode {
+  node(name: string): GossipNode {
     const n = this.nodes.get(name);
     if (!n) throw new Error(`no node ${name}`);
     return n;
   }
 
   /** Running nodes, in start order. */
-  running(): SimNode[] {
+  running(): GossipNode[] {
     return [...this.nodes.values()].filter((n) => n.running);
   }
 
@@ -176,7 +176,7 @@ export class SimCluster {
     );
   }
 
-  #drain(node: SimNode): void {
+  #drain(node: GossipNode): void {
     const { messages, events } = node.swim.ready();
     for (const event of events) this.log.push({ tick: this.now, observer: node.name, event });
     const maxPayload = node.swim.config.maxPayloadBytes;

@@ -1,16 +1,10 @@
 /**
- * What a simulated node has made durable, following the `Ready` persistence contract: hard
- * state, the log (truncate-and-append from `entries[0].index`) and the latest snapshot. A crash
- * keeps exactly this and loses everything else.
+ * A mirror of what a node handed its storage, following the `Ready` persistence contract: hard
+ * state, the log (truncate-and-append from `entries[0].index`) and the latest snapshot. The
+ * safety checker reads a leader's log through it ({@link LogView}); the real `RaftStorage`
+ * holds the node's actual state.
  */
-import type {
-  Config,
-  Entry,
-  HardState,
-  PersistedState,
-  Ready,
-  Snapshot,
-} from "../../../src/raft/types.ts";
+import type { Entry, HardState, Ready, Snapshot } from "../../../src/raft/types.ts";
 
 /** Read access to a node's durable log, for the checkers. */
 export interface LogView {
@@ -27,7 +21,7 @@ export interface LogView {
 /** Raised when a Ready breaks the persistence contract (a gap in the log, for instance). */
 export class PersistenceContractError extends Error {}
 
-/** The durable state of one simulated node. */
+/** The durable state of one node, as its storage was asked to keep it. */
 export class Disk implements LogView {
   hardState: HardState = { term: 0, vote: "", commit: 0 };
   snapshot: Snapshot | undefined;
@@ -91,33 +85,5 @@ export class Disk implements LogView {
     }
     this.entries.length = first - this.snapshotIndex - 1;
     for (const e of entries) this.entries.push(structuredClone(e));
-  }
-
-  /** The configuration in effect at `index` (the last config entry at or before it). */
-  configAt(index: number): Config | undefined {
-    for (let i = Math.min(index, this.lastIndex()); i > this.snapshotIndex; i--) {
-      const e = this.entryAt(i);
-      if (e?.type === "config") return e.config;
-    }
-    return this.snapshot?.meta.config;
-  }
-
-  /** The host's side of compaction: store the application snapshot and drop the log up to `index`. */
-  compact(index: number, data: Uint8Array): void {
-    const term = this.termAt(index);
-    const config = this.configAt(index);
-    if (term === undefined || config === undefined || index <= this.snapshotIndex) return;
-    const keep = this.entries.slice(index - this.snapshotIndex);
-    this.snapshot = { meta: { index, term, config: structuredClone(config) }, data: data.slice() };
-    this.entries = keep;
-  }
-
-  /** What a restarting node reads back. */
-  toPersisted(): PersistedState {
-    return structuredClone({
-      hardState: this.hardState,
-      snapshot: this.snapshot,
-      entries: this.entries,
-    });
   }
 }

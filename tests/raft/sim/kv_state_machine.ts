@@ -1,7 +1,9 @@
 /**
- * The simulator's state machine: a tiny KV map whose commands are client writes
- * `{opId, key, value}` encoded as JSON. Values are unique per write (the op id), so a read
- * identifies exactly which write it saw.
+ * The writes of the safety checker's default entry model: client writes `{opId, key, value}`
+ * encoded as JSON, and the fingerprints that identify entries. Values are unique per write
+ * (the op id), so a read identifies exactly which write it saw. (The simulator and the
+ * scenario cluster run the real `KvStateMachine` and plug in the `KvModel` instead; the
+ * checker's own tests write histories in this form.)
  */
 import type { Entry } from "../../../src/raft/types.ts";
 
@@ -48,41 +50,5 @@ export function fingerprint(entry: Entry): string {
       const never: never = entry;
       throw new Error(`unknown entry ${JSON.stringify(never)}`);
     }
-  }
-}
-
-/** The KV map a node applies committed writes to; `restore` replaces the whole state. */
-export class KvStateMachine {
-  #map = new Map<string, string>();
-
-  /** Applies a committed entry (no-ops and config entries change nothing). */
-  apply(entry: Entry): void {
-    const op = opOf(entry);
-    if (op) this.#map.set(op.key, op.value);
-  }
-
-  /** The value last written to `key`, if any. */
-  get(key: string): string | undefined {
-    return this.#map.get(key);
-  }
-
-  /** A read-only view of the whole state. */
-  state(): ReadonlyMap<string, string> {
-    return this.#map;
-  }
-
-  /** A point-in-time copy of the state, encoded. */
-  snapshot(): Uint8Array {
-    return encoder.encode(JSON.stringify([...this.#map].sort(([a], [b]) => a < b ? -1 : 1)));
-  }
-
-  /** Replaces the whole state with a snapshot's (never merges). */
-  restore(data: Uint8Array): void {
-    this.#map = new Map(
-      data.length === 0 ? [] : JSON.parse(decoder.decode(data)) as [
-        string,
-        string,
-      ][],
-    );
   }
 }

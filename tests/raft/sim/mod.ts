@@ -16,24 +16,11 @@ export {
 } from "./cluster.ts";
 export { ManualClock } from "./manual_clock.ts";
 export { Disk, type LogView, PersistenceContractError } from "./disk.ts";
-export {
-  decodeOp,
-  encodeOp,
-  fingerprint,
-  type KvOp,
-  KvStateMachine,
-  opOf,
-} from "./kv_state_machine.ts";
+export { decodeOp, encodeOp, fingerprint, type KvOp, opOf } from "./kv_state_machine.ts";
 export { CALM, type LinkFaults, SimNetwork, SimTransport } from "./sim_transport.ts";
 export { KvModel } from "./kv_model.ts";
 export { NodeClock, Scheduler } from "./scheduler.ts";
 export { SimDisk, SimKvFile } from "./sim_kv.ts";
-export {
-  type ClientOutcomes,
-  type CompletedRead,
-  SimNode,
-  type SimRaftOptions,
-} from "./sim_node.ts";
 export {
   DEFAULT_LIVENESS_TICKS,
   DEFAULT_STEPS,
