@@ -26,6 +26,33 @@ export function utf8Length(s: string): number {
   return bytes;
 }
 
+/**
+ * Strings up to this many bytes (keys, client ids) are copied byte by byte when they are ASCII:
+ * cheaper than a call into the encoder, which costs a view and an op per string.
+ */
+const SHORT_STRING_BYTES = 64;
+
+/** Writes `s` at `at` if every character is ASCII; false (nothing meaningful written) if not. */
+function writeAscii(s: string, out: Uint8Array, at: number): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return false;
+    out[at + i] = c;
+  }
+  return true;
+}
+
+/** The `n` bytes at `at` as a string if they are all ASCII, else undefined. */
+function readAscii(bytes: Uint8Array, at: number, n: number): string | undefined {
+  let s = "";
+  for (let i = at; i < at + n; i++) {
+    const c = bytes[i];
+    if (c >= 0x80) return undefined;
+    s += String.fromCharCode(c);
+  }
+  return s;
+}
+
 /** Appends fields to a buffer allocated once with the exact final size. */
 export class BinaryWriter {
   readonly bytes: Uint8Array;
@@ -70,6 +97,13 @@ export class BinaryWriter {
   /** Writes a length-prefixed UTF-8 string whose byte length the caller computed. */
   str(s: string, lengthBytes: number): void {
     this.u32(lengthBytes);
+    if (
+      lengthBytes === s.length && lengthBytes <= SHORT_STRING_BYTES &&
+      writeAscii(s, this.bytes, this.#offset)
+    ) {
+      this.#offset += lengthBytes;
+      return;
+    }
     const { written } = encoder.encodeInto(s, this.bytes.subarray(this.#offset));
     if (written !== lengthBytes) throw new InvalidArgumentError("string length changed");
     this.#offset += lengthBytes;
@@ -144,9 +178,11 @@ export class BinaryReader {
   str(): string {
     const n = this.u32();
     this.#need(n);
-    let s: string;
+    let s: string | undefined = n <= SHORT_STRING_BYTES
+      ? readAscii(this.#bytes, this.#offset, n)
+      : undefined;
     try {
-      s = decoder.decode(this.#bytes.subarray(this.#offset, this.#offset + n));
+      s ??= decoder.decode(this.#bytes.subarray(this.#offset, this.#offset + n));
     } catch {
       throw new InvalidArgumentError("string is not valid UTF-8");
     }
