@@ -58,7 +58,7 @@ export function commandHelp(cmd: Command): string {
 
 /** The exit code table, as --help shows it. */
 export const EXIT_CODES_HELP = `exit codes: 0 ok, 1 error, 2 usage or invalid argument, 3 not found,
-  4 permission denied, 5 unavailable (or not SERVING), 6 compare failed (kv cas)`;
+  4 permission denied, 5 unavailable (or not SERVING), 6 compare failed (kv cas), 7 lock lost`;
 
 /** The --help text listing several commands (for `mokv kv --help` and the like). */
 export function groupHelp(title: string, commands: readonly Command[]): string {

@@ -2,6 +2,7 @@
  * `mokv watch`, `mokv lease grant|keep-alive|revoke|ttl` and `mokv lock`: etcd's watches,
  * leases and locks for mokv's CLI (through MokvClient's watch, lease and lock calls).
  */
+import { LeaseExpiredError, LeaseNotFoundError } from "../client/mod.ts";
 import type { Command, CommandContext } from "./command.ts";
 import { ExitCode, UsageError } from "./exit_codes.ts";
 import { boolFlag, intFlag } from "./flags.ts";
@@ -106,31 +107,26 @@ const keepAlive: Command = {
   words: ["lease", "keep-alive"],
   synopsis: "ID [--once]",
   summary: "renew lease ID every third of its TTL until interrupted",
-  details: "Prints the TTL after each renewal. Exit 3 when the lease expired or was revoked.",
+  details: `Prints the TTL after each renewal. All renewals go over one LeaseKeepAlive stream,
+replaced (on another node if need be) when it breaks. Exit 3 when the lease expired or was
+revoked, or when its TTL passed with no renewal answered.`,
   flags: { once: { type: "boolean", doc: "renew once and exit" } },
   minArgs: 1,
   maxArgs: 1,
   async run(ctx) {
     const id = leaseIdOf(ctx.args[0]);
+    const hex = id.toString(16);
     const client = await ctx.client();
+    const print = (ttl: number) =>
+      ctx.io.out(ctx.json ? json({ id: hex, ttl }) : `lease ${hex} keepalived with TTL(${ttl})\n`);
+    if (boolFlag(ctx.flags, "once")) {
+      print(await client.leaseKeepAlive(id));
+      return ExitCode.OK;
+    }
     const stop = new AbortController();
     const unlisten = onStopSignal(() => stop.abort());
     try {
-      for (let first = true; first || !stop.signal.aborted; first = false) {
-        const ttl = await client.leaseKeepAlive(id);
-        const hex = id.toString(16);
-        ctx.io.out(
-          ctx.json ? json({ id: hex, ttl }) : `lease ${hex} keepalived with TTL(${ttl})\n`,
-        );
-        if (boolFlag(ctx.flags, "once")) break;
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.max(1, ttl) * 1000 / 3);
-          stop.signal.addEventListener("abort", () => {
-            clearTimeout(timer);
-            resolve();
-          }, { once: true });
-        });
-      }
+      await client.keepAlive(id, stop.signal, { onRenew: print });
       return ExitCode.OK;
     } finally {
       unlisten();
@@ -183,28 +179,41 @@ const ttl: Command = {
   },
 };
 
+/** Default of `mokv lock --grace`: seconds between SIGTERM and SIGKILL of a lost lock's command. */
+const DEFAULT_GRACE_SECONDS = 10;
+
 const lock: Command = {
   words: ["lock"],
-  synopsis: "NAME [--ttl S] -- COMMAND...",
+  synopsis: "NAME [--ttl S] [--grace S] -- COMMAND...",
   summary: "run COMMAND while holding the distributed lock NAME",
   details: `Waits for the lock (waiters are served in arrival order), prints "mokv lock: NAME held,
 revision R" to stderr, runs COMMAND, releases the lock and exits with COMMAND's status.
 R is a fencing token (MOKV_LOCK_REVISION in COMMAND's environment): every later holder gets a
 larger one. If this process dies, the lock is released when its lease expires (--ttl S), so
-a resource should refuse writes carrying an older revision than it has seen.`,
-  flags: { ttl: { type: "string", arg: "S", doc: "TTL of the lock's lease (default 60)" } },
+a resource should refuse writes carrying an older revision than it has seen.
+If the lock is lost while COMMAND runs (its lease was revoked or expired, or its TTL passed
+with no renewal answered), another process may hold it: COMMAND gets SIGTERM, then SIGKILL
+--grace S seconds later if still running, "mokv lock: lock NAME lost: ..." goes to stderr,
+and the exit status is ${ExitCode.LOCK_LOST}.`,
+  flags: {
+    ttl: { type: "string", arg: "S", doc: "TTL of the lock's lease (default 60)" },
+    grace: {
+      type: "string",
+      arg: "S",
+      doc:
+        `seconds from SIGTERM to SIGKILL of COMMAND once the lock is lost (default ${DEFAULT_GRACE_SECONDS})`,
+    },
+  },
   minArgs: 2,
   maxArgs: Number.MAX_SAFE_INTEGER,
   async run(ctx: CommandContext) {
     const [name, program, ...args] = ctx.args;
     const ttlSeconds = intFlag(ctx.flags, "ttl", 60, 1, 86_400);
+    const graceSeconds = intFlag(ctx.flags, "grace", DEFAULT_GRACE_SECONDS, 0, 86_400);
     const client = await ctx.client();
     const held = await client.lock(name, { ttlSeconds });
     try {
       ctx.io.err(`mokv lock: ${name} held, revision ${held.revision}\n`);
-      held.lost.addEventListener("abort", () => {
-        ctx.io.err(`mokv lock: ${name}: lease lost, the lock may be held by another\n`);
-      });
       const child = new Deno.Command(program, {
         args,
         stdin: "inherit",
@@ -212,15 +221,27 @@ a resource should refuse writes carrying an older revision than it has seen.`,
         stderr: "inherit",
         env: { MOKV_LOCK_REVISION: String(held.revision), MOKV_LOCK_KEY: held.key },
       }).spawn();
-      const unlisten = onStopSignal((s) => {
+      const signal = (s: Deno.Signal) => {
         try {
           child.kill(s);
         } catch { /* already exited */ }
-      });
+      };
+      const unlisten = onStopSignal(signal);
+      let killTimer: ReturnType<typeof setTimeout> | undefined;
+      const onLost = () => {
+        ctx.io.err(`mokv lock: ${lostMessage(name, held.leaseId, held.lost.reason)}\n`);
+        signal("SIGTERM");
+        killTimer = setTimeout(() => signal("SIGKILL"), graceSeconds * 1000);
+      };
+      if (held.lost.aborted) onLost();
+      else held.lost.addEventListener("abort", onLost, { once: true });
       try {
         const status = await child.status;
+        if (held.lost.aborted) return ExitCode.LOCK_LOST;
         return status.signal ? 128 + (SIGNAL_NUMBERS[status.signal] ?? 0) : status.code;
       } finally {
+        clearTimeout(killTimer);
+        held.lost.removeEventListener("abort", onLost);
         unlisten();
       }
     } finally {
@@ -228,6 +249,19 @@ a resource should refuse writes carrying an older revision than it has seen.`,
     }
   },
 };
+
+/** "lock NAME lost: lease ID expired (...)", from the reason `HeldLock.lost` aborted with. */
+export function lostMessage(name: string, leaseId: number, reason: unknown): string {
+  const hex = leaseId.toString(16);
+  if (reason instanceof LeaseExpiredError) {
+    return `lock ${name} lost: lease ${hex} expired (no renewal answered within its TTL)`;
+  }
+  if (reason instanceof LeaseNotFoundError) {
+    return `lock ${name} lost: lease ${hex} expired (revoked or expired on the server)`;
+  }
+  const why = reason instanceof Error ? reason.message : String(reason);
+  return `lock ${name} lost: lease ${hex} could not be kept alive: ${why}`;
+}
 
 const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
   SIGHUP: 1,

@@ -10,6 +10,7 @@
  * | 4    | permission denied (the certificate's CN may not do this)             |
  * | 5    | unavailable: no answer, no leader, or a node not SERVING             |
  * | 6    | compare failed (`kv cas` did not store the value)                    |
+ * | 7    | lock lost (`mokv lock`: the lease ended while COMMAND ran)           |
  */
 import * as grpc from "@grpc/grpc-js";
 import {
@@ -29,6 +30,7 @@ export const ExitCode = {
   PERMISSION_DENIED: 4,
   UNAVAILABLE: 5,
   COMPARE_FAILED: 6,
+  LOCK_LOST: 7,
 } as const;
 
 /** One of {@link ExitCode}'s values. */

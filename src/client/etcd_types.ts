@@ -48,8 +48,25 @@ export class WatchCompactedError extends MokvError {
 
 /** The lease does not exist (never granted, revoked, or expired). */
 export class LeaseNotFoundError extends MokvError {
-  constructor(readonly leaseId: number) {
-    super(`lease ${leaseId.toString(16)} not found (expired or revoked)`);
+  constructor(
+    readonly leaseId: number,
+    message = `lease ${leaseId.toString(16)} not found (expired or revoked)`,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The lease's TTL passed with no renewal answered (the cluster or the network did not answer
+ * in time): the server has expired it, or will, so keys and locks on it must be taken as gone.
+ */
+export class LeaseExpiredError extends LeaseNotFoundError {
+  constructor(leaseId: number, lateMs: number) {
+    super(
+      leaseId,
+      `lease ${leaseId.toString(16)} expired: no renewal was answered within its TTL` +
+        (lateMs >= 1000 ? ` (noticed ${Math.round(lateMs / 1000)} s late)` : ""),
+    );
   }
 }
 
@@ -58,6 +75,11 @@ export interface LeaseGrant {
   readonly id: number;
   /** The TTL the server granted (it raises a TTL below its minimum). */
   readonly ttlSeconds: number;
+  /**
+   * When the grant was sent (`performance.now()` time): the lease expires no earlier than
+   * `ttlSeconds` after it, so a keep-alive can count from here.
+   */
+  readonly grantedAtMs: number;
 }
 
 /** What {@link MokvClient.leaseTimeToLive} reports. */
@@ -89,7 +111,12 @@ export interface HeldLock {
   readonly revision: number;
   /** The lease that keeps the lock; kept alive until release(). */
   readonly leaseId: number;
-  /** Aborted when the lease could not be kept alive: the lock may be lost. */
+  /**
+   * Aborted when the lock is lost: the server says its lease is gone (revoked or expired), or
+   * the lease's TTL passed with no renewal answered. Its `reason` is the
+   * {@link LeaseNotFoundError} (or {@link LeaseExpiredError}) that says which. From then on
+   * another client may hold the lock, so the holder must stop acting under it.
+   */
   readonly lost: AbortSignal;
   /** Deletes the key and revokes the lease. */
   release(): Promise<void>;

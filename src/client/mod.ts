@@ -31,11 +31,13 @@ export {
   type TlsOptions,
 } from "./options.ts";
 export type { CallKind, NodeStats } from "./node_connection.ts";
+export type { KeepAliveStats, KeepOptions } from "./lease_keeper.ts";
 export { type KnownServer, Picker, type Route } from "./picker.ts";
 export { errorCode, RpcError, toClientError } from "./rpc_error.ts";
 export { type SessionLease, SessionPool } from "./session_pool.ts";
 export {
   type HeldLock,
+  LeaseExpiredError,
   type LeaseGrant,
   type LeaseInfo,
   LeaseNotFoundError,

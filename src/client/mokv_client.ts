@@ -13,7 +13,6 @@ import type {
   Consistency,
   Empty,
   EtcdEvent,
-  EtcdLeaseKeepAliveResponse,
   EtcdRangeResponse,
   EtcdRequest,
   EtcdTxnResponse,
@@ -36,6 +35,7 @@ import {
   type WatchEvent,
   type WatchOptions,
 } from "./etcd_types.ts";
+import { type KeepAliveStats, type KeepOptions, LeaseKeeper } from "./lease_keeper.ts";
 import { type CallKind, NodeConnection, type NodeStats } from "./node_connection.ts";
 import {
   type ConnectOptions,
@@ -231,6 +231,7 @@ export class MokvClient {
   readonly #sessions: SessionPool;
   readonly #connections = new Map<string, NodeConnection>();
   readonly #discover: boolean;
+  readonly #keeper: LeaseKeeper;
   #refreshing: Promise<void> | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
@@ -252,6 +253,13 @@ export class MokvClient {
     };
     this.#picker = new Picker(options.addrs, options.downMs);
     this.#sessions = new SessionPool(options.clientId, options.maxSessions);
+    this.#keeper = new LeaseKeeper({
+      connect: () => this.#connection(this.#picker.pick("leader", Date.now())),
+      onFailure: (addr, error) => this.#onFailure(addr, error),
+      markDown: (addr) => this.#picker.markDown(addr, Date.now()),
+      backoffMs: (attempt) => this.#backoffMs(attempt),
+      answerTimeoutMs: options.attemptTimeoutMs,
+    });
   }
 
   /**
@@ -729,6 +737,7 @@ export class MokvClient {
   /** Grants a lease of `ttlSeconds` (etcd's LeaseGrant; the server may raise a short TTL). */
   async leaseGrant(ttlSeconds: number): Promise<LeaseGrant> {
     const timeoutMs = this.#options.attemptTimeoutMs;
+    const askedAtMs = performance.now();
     const r = await this.#call(
       "leader",
       "write",
@@ -737,61 +746,34 @@ export class MokvClient {
         unary(conn.etcdLease, conn.etcdLease.LeaseGrant, { TTL: ttlSeconds, ID: 0 }, timeoutMs),
     );
     if (r.error !== "") throw new RpcError(grpc.status.UNKNOWN, r.error);
-    return { id: r.ID, ttlSeconds: r.TTL };
+    return { id: r.ID, ttlSeconds: r.TTL, grantedAtMs: askedAtMs };
   }
 
   /**
-   * Renews lease `id` once (one message on etcd's LeaseKeepAlive stream); resolves with its
-   * TTL, or throws {@link LeaseNotFoundError} when it expired or was revoked.
+   * Renews lease `id` once, on the client's shared LeaseKeepAlive stream; resolves with its
+   * TTL, or throws {@link LeaseNotFoundError} when it expired or was revoked (or
+   * {@link LeaseExpiredError} when no node answered within twice `attemptTimeoutMs`).
    */
-  async leaseKeepAlive(id: number): Promise<number> {
-    const timeoutMs = this.#options.attemptTimeoutMs;
-    const ttl = await this.#call(
-      "leader",
-      "write",
-      true,
-      (conn) =>
-        new Promise<number>((resolve, reject) => {
-          const stream = conn.etcdLease.LeaseKeepAlive(new grpc.Metadata(), {
-            deadline: Date.now() + timeoutMs,
-          });
-          let done = false;
-          const finish = (error: Error | undefined, value = 0) => {
-            if (done) return;
-            done = true;
-            stream.cancel();
-            if (error) reject(error);
-            else resolve(value);
-          };
-          stream.on("data", (r: EtcdLeaseKeepAliveResponse) => finish(undefined, r.TTL));
-          stream.on("error", (error: Error) => finish(error));
-          stream.on("end", () => finish(new UnavailableError("keep-alive stream ended")));
-          stream.write({ ID: id });
-        }),
-    );
-    if (ttl <= 0) throw new LeaseNotFoundError(id);
-    return ttl;
+  leaseKeepAlive(id: number): Promise<number> {
+    return this.#keeper.renewOnce(id);
   }
 
   /**
-   * Renews lease `id` every third of its TTL until `signal` aborts (then resolves). Rejects
-   * with {@link LeaseNotFoundError} (or the last error) once a renewal fails for good, so the
-   * caller knows the lease, and the keys and locks on it, may be gone.
+   * Keeps lease `id` alive until `signal` aborts (then resolves): a renewal every third of its
+   * TTL on one LeaseKeepAlive stream shared by all the leases this client keeps (replaced, on
+   * another node if need be, when it breaks or stops answering). Rejects with
+   * {@link LeaseNotFoundError} when the server says the lease is gone, or with
+   * {@link LeaseExpiredError} when its TTL passed with no renewal answered, so the caller knows
+   * the keys and locks on it are gone. `options.ttlSeconds` (a TTL just granted) lets the
+   * first renewal wait a third of it; without it the first goes out at once.
    */
-  async keepAlive(id: number, signal: AbortSignal): Promise<void> {
-    const aborted = new Promise<void>((resolve) => {
-      if (signal.aborted) resolve();
-      signal.addEventListener("abort", () => resolve(), { once: true });
-    });
-    while (!signal.aborted) {
-      const ttl = await this.leaseKeepAlive(id);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        aborted,
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(1, ttl) * 1000 / 3))),
-      ]);
-      clearTimeout(timer);
-    }
+  keepAlive(id: number, signal: AbortSignal, options: KeepOptions = {}): Promise<void> {
+    return this.#keeper.keep(id, signal, options);
+  }
+
+  /** Counters of the lease keep-alive stream (streams opened, renewals answered, failures). */
+  keepAliveStats(): KeepAliveStats {
+    return this.#keeper.stats();
   }
 
   /** Revokes lease `id`: its keys are deleted at one revision. */
@@ -881,15 +863,20 @@ export class MokvClient {
    * Takes the distributed lock `name`, as etcd's clientv3 concurrency.Mutex does: a lease, the
    * key `name/<lease id in hex>` created under it, and then a wait (no polling) for the
    * deletion of the key created just before it, so waiters are served in arrival order. The
-   * lease is kept alive until release(). The returned `revision` is a fencing token; a holder
-   * whose lease expired (a long pause, a partition) may still believe it holds the lock, so a
-   * resource should refuse writes carrying a revision older than one it has seen.
+   * lease is kept alive until release(); if that fails (the server says the lease is gone, or
+   * its TTL passed with no renewal answered) the handle's `lost` signal aborts, with the error
+   * as its reason, and a lock() still waiting throws it. The returned `revision` is a fencing
+   * token: a holder paused past its TTL may act before it sees `lost`, so a resource should
+   * refuse writes carrying a revision older than one it has seen.
    */
   async lock(name: string, options: LockOptions = {}): Promise<HeldLock> {
     const lease = await this.leaseGrant(options.ttlSeconds ?? 60);
     const stop = new AbortController();
     const lost = new AbortController();
-    const keeping = this.keepAlive(lease.id, stop.signal).catch(() => lost.abort());
+    const keeping = this.keepAlive(lease.id, stop.signal, {
+      ttlSeconds: lease.ttlSeconds,
+      renewedAtMs: lease.grantedAtMs,
+    }).catch((error: Error) => lost.abort(error));
     const prefix = encoder.encode(`${name}/`);
     const key = `${name}/${lease.id.toString(16)}`;
     const keyBytes = encoder.encode(key);
@@ -934,9 +921,13 @@ export class MokvClient {
       if (revision === 0) throw new LeaseNotFoundError(lease.id);
       const owner = r.responses[1]?.response_range?.kvs[0];
       if (owner && owner.create_revision !== revision) {
-        await this.#waitDeletes(prefix, revision, options.signal);
+        const giveUp = options.signal
+          ? AbortSignal.any([options.signal, lost.signal])
+          : lost.signal;
+        await this.#waitDeletes(prefix, revision, giveUp);
       }
       const mine = await this.#etcdRange({ key: keyBytes });
+      if (lost.signal.aborted) throw lost.signal.reason;
       if (mine.kvs.length === 0) throw new LeaseNotFoundError(lease.id);
       return { key, revision, leaseId: lease.id, lost: lost.signal, release };
     } catch (error) {
@@ -948,7 +939,11 @@ export class MokvClient {
   /** Waits until no key under `prefix` was created before `revision`. */
   async #waitDeletes(prefix: Uint8Array, revision: number, signal?: AbortSignal): Promise<void> {
     for (;;) {
-      if (signal?.aborted) throw new UnavailableError("lock: gave up waiting");
+      if (signal?.aborted) {
+        throw signal.reason instanceof LeaseNotFoundError
+          ? signal.reason
+          : new UnavailableError("lock: gave up waiting");
+      }
       const r = await this.#etcdRange({
         key: prefix,
         range_end: prefixEnd(prefix),
@@ -1118,6 +1113,7 @@ export class MokvClient {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#keeper.close();
     for (const conn of this.#connections.values()) conn.close();
     this.#connections.clear();
   }

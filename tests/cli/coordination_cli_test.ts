@@ -1,7 +1,8 @@
 /**
  * `mokv lease`, `mokv watch` and `mokv lock` against a real three-node TLS cluster: lease
- * grant/ttl/revoke, a watch process printing JSON events, and four competing `mokv lock`
- * processes whose commands never overlap, also when one holder is SIGKILLed with its command.
+ * grant/ttl/revoke, a watch process printing JSON events, four competing `mokv lock`
+ * processes whose commands never overlap, also when one holder is SIGKILLed with its command,
+ * and a holder whose lease is revoked stopping its command and exiting with LOCK_LOST.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { captureIo, ExitCode, runCli } from "../../src/cli/mod.ts";
@@ -117,7 +118,7 @@ Deno.test({
         "four mokv lock holders never overlap, one SIGKILLed with its command",
         async () => {
           const file = `${dir}/log`;
-          const script = `echo "start $$" >> ${file}; sleep 1; echo "end $$" >> ${file}; exit 7`;
+          const script = `echo "start $$" >> ${file}; sleep 1; echo "end $$" >> ${file}; exit 42`;
           const holders = [0, 1, 2, 3].map(() =>
             spawnMokv(["lock", "cli-lock", "--ttl", "2", ...g, "--", "sh", "-c", script])
           );
@@ -161,9 +162,56 @@ Deno.test({
           assert(revisions.every((r) => r > 0), results.map((r) => r.err).join("\n"));
           assertEquals(
             results.map((r) => r.status.code),
-            [7, 7, 7],
+            [42, 42, 42],
             results.map((r) => r.err).join("\n"),
           );
+        },
+      );
+
+      await t.step(
+        "a lost lock stops the command (SIGTERM, then SIGKILL) and exits 7",
+        async () => {
+          const file = `${dir}/lost`;
+          // The command ignores SIGTERM, so it is the SIGKILL after --grace 1 that ends it.
+          const script =
+            `trap 'echo term >> ${file}' TERM; echo "key $MOKV_LOCK_KEY" >> ${file}; ` +
+            `while true; do sleep 0.2; done`;
+          const proc = spawnMokv([
+            "lock",
+            "cli-lost",
+            "--ttl",
+            "6",
+            "--grace",
+            "1",
+            ...g,
+            "--",
+            "sh",
+            "-c",
+            script,
+          ]);
+          children.push(proc);
+          await waitFor(
+            "the holder's command starts",
+            async () => (await readText(file)).includes("key "),
+            20_000,
+          );
+          const hex = /key cli-lost\/([0-9a-f]+)/.exec(await readText(file))![1];
+          // Revoking the lease from another client is, for the holder, the same as expiry.
+          assertEquals((await mokv(["lease", "revoke", hex, ...g])).code, 0);
+          const status = await Promise.race([
+            proc.status,
+            new Promise<never>((_, reject) =>
+              setTimeout(() => reject(new Error("the holder did not exit in 20 s")), 20_000)
+            ),
+          ]);
+          await proc.stdout.cancel().catch(() => {});
+          const err = await new Response(proc.stderr).text();
+          assertEquals(status.code, ExitCode.LOCK_LOST, err);
+          assert(err.includes(`mokv lock: lock cli-lost lost: lease ${hex} expired`), err);
+          assert((await readText(file)).includes("term"), "the command got SIGTERM first");
+          // Nothing of the lost holder is left: the lock is free at once.
+          const again = await mokv(["lock", "cli-lost", ...g, "--", "true"]);
+          assertEquals(again.code, 0, again.err);
         },
       );
     } catch (err) {
