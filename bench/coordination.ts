@@ -12,9 +12,15 @@
  *    as soon as the last is answered), against the leader and against a follower (which
  *    forwards to the leader). Every renewal is a Raft entry.
  *
+ * 3. With `--clientv3`: the same lock contention through etcd's Go client (clientv3 3.4's
+ *    concurrency.Mutex, one session per contender kept for all its cycles: a cycle is the
+ *    Lock Txn, the wait, and the Unlock delete), tests/etcd/clientv3/main.go's lock-bench mode
+ *    built in GOPATH mode as bench/etcd_watch.sh does; with `--etcd` also against etcd 3.4
+ *    (../shared/anchor-bench/etcd_cluster.sh, mutual TLS), after mokv's cluster is stopped.
+ *
  *   deno run --allow-all --unstable-kv --unstable-net bench/coordination.ts \
  *     [--contenders 1,5,20] [--cycles 500] [--seconds 10] [--leases 100] [--streams 1,4]
- *     [--keepalive-seconds 10]
+ *     [--keepalive-seconds 10] [--clientv3] [--etcd] [--skip-native]
  */
 import { Buffer } from "node:buffer";
 import { checkServerIdentity } from "node:tls";
@@ -34,6 +40,9 @@ const { values: opt } = parseArgs({
     leases: { type: "string", default: "100" },
     streams: { type: "string", default: "1,4" },
     "keepalive-seconds": { type: "string", default: "10" },
+    clientv3: { type: "boolean", default: false },
+    etcd: { type: "boolean", default: false },
+    "skip-native": { type: "boolean", default: false },
   },
 });
 const list = (s: string) => s.split(",").map(Number).filter((n) => n > 0);
@@ -149,6 +158,77 @@ async function keepAliveRound(
   return { perSecond: answered / elapsed, zero };
 }
 
+const GO_ROOT = "/tmp/mokv-coord-clientv3";
+const REPO = new URL("..", import.meta.url).pathname;
+
+/** Builds tests/etcd/clientv3/main.go (GOPATH mode, Debian's clientv3); returns the binary. */
+async function buildClientv3(): Promise<string> {
+  await Deno.mkdir(`${GO_ROOT}/src/clientv3check`, { recursive: true });
+  await Deno.copyFile(`${REPO}tests/etcd/clientv3/main.go`, `${GO_ROOT}/src/clientv3check/main.go`);
+  const out = await new Deno.Command("go", {
+    args: ["build", "-o", `${GO_ROOT}/clientv3check`, "clientv3check"],
+    env: {
+      GO111MODULE: "off",
+      GOPATH: `${GO_ROOT}:/usr/share/gocode`,
+      GOCACHE: `${GO_ROOT}/cache`,
+      GOFLAGS: "",
+      GOPROXY: "off",
+      CGO_ENABLED: "0",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`go build: ${new TextDecoder().decode(out.stderr)}`);
+  return `${GO_ROOT}/clientv3check`;
+}
+
+/** One clientv3 lock-bench run of `n` contenders; its figures as one line. */
+async function goLockRound(
+  bin: string,
+  system: string,
+  endpoints: readonly string[],
+  tls: TlsFiles,
+  n: number,
+): Promise<string> {
+  const out = await new Deno.Command(bin, {
+    args: [
+      "-mode=lock-bench",
+      `-endpoints=${endpoints.join(",")}`,
+      `-cacert=${tls.ca}`,
+      `-cert=${tls.cert}`,
+      `-key=${tls.key}`,
+      `-workers=${n}`,
+      `-rounds=${opt.cycles}`,
+      `-duration=${opt.seconds}s`,
+      "-ttl=10",
+      "-name=bench-lock",
+      `-timeout=${Number(opt.seconds) + 60}s`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    throw new Error(`lock-bench on ${system}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  const r = JSON.parse(text.split("\n").pop()!);
+  return `clientv3 Mutex on ${system}, ${
+    String(n).padStart(2)
+  } contender(s): ${r.cycles} cycles in ${r.seconds.toFixed(1)} s = ${
+    r.cycles_per_s.toFixed(1)
+  } cycles/s; Lock wait p50 ${r.wait_p50_ms.toFixed(1)} ms, p99 ${r.wait_p99_ms.toFixed(1)} ms`;
+}
+
+/** Runs ../shared/anchor-bench/etcd_cluster.sh with `args`; its stdout. */
+async function etcdCluster(...args: string[]): Promise<string> {
+  const script = `${REPO}../shared/anchor-bench/etcd_cluster.sh`;
+  const out = await new Deno.Command("bash", { args: [script, ...args], stdout: "piped" })
+    .output();
+  if (!out.success) throw new Error(`etcd_cluster.sh ${args.join(" ")} failed`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+const goBin = opt.clientv3 || opt.etcd ? await buildClientv3() : undefined;
 const cluster = await startCluster({ size: 3, extraArgs: ["--snapshot-entries", "100000"] });
 const tls = {
   ca: cluster.certs.ca,
@@ -158,16 +238,23 @@ const tls = {
 const admin = await MokvClient.connect({ addrs: cluster.addrs, tls });
 try {
   console.log(`mokv coordination benchmark, 3 nodes, mutual TLS, ${new Date().toISOString()}`);
-  for (const n of list(opt.contenders)) console.log(await lockRound(cluster, tls, n));
+  if (!opt["skip-native"]) {
+    for (const n of list(opt.contenders)) console.log(await lockRound(cluster, tls, n));
+  }
+  if (goBin && opt.clientv3) {
+    for (const n of list(opt.contenders)) {
+      console.log(await goLockRound(goBin, "mokv", cluster.addrs, tls, n));
+    }
+  }
 
   const servers = await admin.servers();
   const leader = servers.find((s) => s.isLeader)!;
   const follower = servers.find((s) => !s.isLeader && s.isVoter)!;
-  const m = Number(opt.leases);
+  const m = opt["skip-native"] ? 0 : Number(opt.leases);
   const leases: number[] = [];
   for (let i = 0; i < m; i++) leases.push((await admin.leaseGrant(600)).id);
   const seconds = Number(opt["keepalive-seconds"]);
-  for (const streams of list(opt.streams)) {
+  for (const streams of m > 0 ? list(opt.streams) : []) {
     for (const [role, server] of [["leader", leader], ["follower", follower]] as const) {
       const r = await keepAliveRound(server.rpcAddr, tls, leases, streams, seconds);
       console.log(
@@ -183,4 +270,22 @@ try {
 } finally {
   admin.close();
   await cluster.stop();
+}
+
+if (goBin && opt.etcd) {
+  await etcdCluster("start", "--tls");
+  try {
+    const endpoints = /ENDPOINTS=(\S+)/.exec(await etcdCluster("env"))![1].split(",");
+    const certs = "/tmp/anchor-bench/certs";
+    const etcdTls = {
+      ca: `${certs}/ca.pem`,
+      cert: `${certs}/client.pem`,
+      key: `${certs}/client-key.pem`,
+    };
+    for (const n of list(opt.contenders)) {
+      console.log(await goLockRound(goBin, "etcd 3.4", endpoints, etcdTls, n));
+    }
+  } finally {
+    await etcdCluster("stop");
+  }
 }

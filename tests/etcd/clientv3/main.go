@@ -17,6 +17,10 @@
 //	           acknowledgement to each watcher's event (p50, p99, max; an event that
 //	           arrives before its acknowledgement counts 0), the events delivered of those
 //	           expected and how many watchers got every event (bench/etcd_watch.sh runs it).
+//	lock-bench -workers contenders (a client and a session of -ttl seconds each) loop
+//	           concurrency.Mutex Lock -> Unlock on -name, at most -rounds cycles each, for at
+//	           most -duration; prints cycles/s and the p50/p99 wait of a Lock
+//	           (bench/coordination.ts runs it with --clientv3).
 package main
 
 import (
@@ -418,6 +422,8 @@ func main() {
 		campaign(ctx)
 	case "watch-bench":
 		watchBench(ctx)
+	case "lock-bench":
+		lockBench(ctx)
 	case "get":
 		c := client(strings.Split(*endpoints, ","))
 		defer c.Close()
@@ -433,4 +439,70 @@ func main() {
 	default:
 		fail("unknown -mode %q", *mode)
 	}
+}
+
+// lockBench: -workers contenders loop Lock -> Unlock on one Mutex name (see the modes above).
+func lockBench(ctx context.Context) {
+	eps := strings.Split(*endpoints, ",")
+	name := fmt.Sprintf("%s-%d", *name, time.Now().UnixNano())
+	sessions := make([]*concurrency.Session, *workers)
+	for i := range sessions {
+		c := client(eps)
+		defer c.Close()
+		s, err := concurrency.NewSession(c, concurrency.WithTTL(*ttl))
+		if err != nil {
+			fail("session: %v", err)
+		}
+		defer s.Close()
+		sessions[i] = s
+	}
+	var mu sync.Mutex
+	var waits []float64
+	start := time.Now()
+	end := start.Add(*duration)
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Add(1)
+		go func(s *concurrency.Session) {
+			defer wg.Done()
+			m := concurrency.NewMutex(s, name)
+			for r := 0; r < *rounds && time.Now().Before(end); r++ {
+				asked := time.Now()
+				if err := m.Lock(ctx); err != nil {
+					fail("lock: %v", err)
+				}
+				wait := float64(time.Since(asked).Microseconds()) / 1000
+				if err := m.Unlock(ctx); err != nil {
+					fail("unlock: %v", err)
+				}
+				mu.Lock()
+				waits = append(waits, wait)
+				mu.Unlock()
+			}
+		}(s)
+	}
+	wg.Wait()
+	seconds := time.Since(start).Seconds()
+	sort.Float64s(waits)
+	pct := func(p float64) float64 {
+		if len(waits) == 0 {
+			return 0
+		}
+		i := int(p/100*float64(len(waits))+0.999999) - 1
+		if i < 0 {
+			i = 0
+		}
+		if i >= len(waits) {
+			i = len(waits) - 1
+		}
+		return waits[i]
+	}
+	emit(map[string]interface{}{
+		"contenders":   *workers,
+		"cycles":       len(waits),
+		"seconds":      seconds,
+		"cycles_per_s": float64(len(waits)) / seconds,
+		"wait_p50_ms":  pct(50),
+		"wait_p99_ms":  pct(99),
+	})
 }
