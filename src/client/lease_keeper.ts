@@ -245,7 +245,8 @@ export class LeaseKeeper {
       }
     }
     if (!open) next = Math.min(next, this.#retryAtMs);
-    this.#timer = setTimeout(() => this.#pump(), Math.max(0, Math.ceil(next - now)));
+    const delayMs = Math.min(MAX_TIMER_MS, Math.max(0, Math.ceil(next - now)));
+    this.#timer = setTimeout(() => this.#pump(), delayMs);
   }
 
   /**
@@ -344,6 +345,9 @@ function asServiceError(error: Error | { code: grpc.status; details: string }): 
     : error;
   return Object.assign(new Error(status.details), status, { metadata: new grpc.Metadata() });
 }
+
+/** Longest timer delay (setTimeout fires at once beyond 2^31 - 1 ms; a TTL may be years). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Stream failures after which another stream (maybe on another node) may do better. */
 const RETRYABLE: ReadonlySet<grpc.status> = new Set([
