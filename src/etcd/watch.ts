@@ -46,6 +46,12 @@ export const DEFAULT_WATCH_STREAM_BUFFER_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_PROGRESS_NOTIFY_MS = 10 * 60 * 1000;
 /** Watchers one stream may hold. */
 export const MAX_WATCHERS_PER_STREAM = 10_000;
+/**
+ * Bytes of events one response carries at most: more (a long replay, a long turn) go in
+ * several responses, split between revisions only, so a transaction's events stay together
+ * (a single larger revision goes alone). grpc-js clients refuse messages above 4 MiB.
+ */
+export const MAX_WATCH_RESPONSE_EVENT_BYTES = 1024 * 1024;
 
 /** Settings of the Watch service. */
 export interface WatchServiceOptions {
@@ -87,13 +93,20 @@ interface Selector {
   readonly prevKv: boolean;
 }
 
+/** Encoded events, oldest first, and the revision of each. */
+interface EventBatch {
+  readonly events: Uint8Array[];
+  readonly revisions: number[];
+}
+
+const emptyBatch = (): EventBatch => ({ events: [], revisions: [] });
+
 /** The watchers of one stream with one selector, and the events they share this turn. */
 interface Group extends Selector {
   readonly key: string;
   readonly watchers: Set<Watcher>;
-  /** Encoded events selected this turn, oldest first, and the revision of each. */
-  pending: Uint8Array[];
-  pendingRevisions: number[];
+  /** Events selected this turn. */
+  pending: EventBatch;
 }
 
 interface Watcher {
@@ -104,9 +117,46 @@ interface Watcher {
   readonly liveFrom: number;
   /** Something was sent since the last progress tick. */
   active: boolean;
-  /** Replayed events not yet sent (they go before the group's), and the newest's revision. */
-  replay: Uint8Array[];
-  replayRevision: number;
+  /** Replayed events not yet sent (they go before the group's). */
+  replay: EventBatch;
+}
+
+/** The events of `b` from revision `from` on (`b` itself when all are). */
+function eventsFrom(b: EventBatch, from: number): EventBatch {
+  const revs = b.revisions;
+  if (revs.length === 0 || revs[0] >= from) return b;
+  let i = 0;
+  while (i < revs.length && revs[i] < from) i++;
+  return { events: b.events.slice(i), revisions: revs.slice(i) };
+}
+
+/**
+ * `b` as the event lists of consecutive responses of at most MAX_WATCH_RESPONSE_EVENT_BYTES
+ * each, split between revisions only, with the revision of each list's newest event.
+ */
+function responsesOf(b: EventBatch): { events: Uint8Array[]; revision: number }[] {
+  const { events, revisions } = b;
+  let total = 0;
+  for (const e of events) total += e.length;
+  if (total <= MAX_WATCH_RESPONSE_EVENT_BYTES) {
+    return [{ events, revision: revisions[revisions.length - 1] }];
+  }
+  const out: { events: Uint8Array[]; revision: number }[] = [];
+  let start = 0, bytes = 0;
+  for (let i = 0; i < events.length;) {
+    // The events of revision revisions[i] are [i, j).
+    let j = i, revisionBytes = 0;
+    while (j < events.length && revisions[j] === revisions[i]) revisionBytes += events[j++].length;
+    if (i > start && bytes + revisionBytes > MAX_WATCH_RESPONSE_EVENT_BYTES) {
+      out.push({ events: events.slice(start, i), revision: revisions[i - 1] });
+      start = i;
+      bytes = 0;
+    }
+    bytes += revisionBytes;
+    i = j;
+  }
+  out.push({ events: events.slice(start), revision: revisions[revisions.length - 1] });
+  return out;
 }
 
 /** The encodings of one event, shared by every stream of the node (see encodedEvent). */
@@ -313,36 +363,32 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         if (!h) headers.set(revision, h = headerAt(revision));
         return h;
       };
-      /** The group's events from `from` on, and the revision of the newest (0: none). */
-      const liveOf = (g: Group, from: number): [Uint8Array[], number] => {
-        const revs = g.pendingRevisions;
-        if (revs.length === 0 || revs[revs.length - 1] < from) return [[], 0];
-        if (revs[0] >= from) return [g.pending, revs[revs.length - 1]];
-        let i = 0;
-        while (revs[i] < from) i++;
-        return [g.pending.slice(i), revs[revs.length - 1]];
+      const sendEvents = (w: Watcher, b: EventBatch): void => {
+        if (b.events.length === 0) return;
+        w.active = true;
+        for (const r of responsesOf(b)) {
+          frames.append({ header: headerOf(r.revision), watchId: w.id, events: r.events });
+        }
       };
       for (const w of replaying) {
         if (watchers.get(w.id) !== w) continue;
-        const [live, liveRevision] = dirtyGroups.has(w.group)
-          ? liveOf(w.group, w.liveFrom)
-          : [[], 0];
-        const events = live.length > 0 ? w.replay.concat(live) : w.replay;
-        const revision = liveRevision > 0 ? liveRevision : w.replayRevision;
-        w.replay = [];
-        w.active = true;
-        frames.append({ header: headerOf(revision), watchId: w.id, events });
+        const live = dirtyGroups.has(w.group) ? eventsFrom(w.group.pending, w.liveFrom) : undefined;
+        sendEvents(
+          w,
+          live && live.events.length > 0
+            ? {
+              events: w.replay.events.concat(live.events),
+              revisions: w.replay.revisions.concat(live.revisions),
+            }
+            : w.replay,
+        );
+        w.replay = emptyBatch();
       }
       for (const g of dirtyGroups) {
         for (const w of g.watchers) {
-          if (replaying.has(w)) continue;
-          const [events, revision] = liveOf(g, w.liveFrom);
-          if (events.length === 0) continue;
-          w.active = true;
-          frames.append({ header: headerOf(revision), watchId: w.id, events });
+          if (!replaying.has(w)) sendEvents(w, eventsFrom(g.pending, w.liveFrom));
         }
-        g.pending = [];
-        g.pendingRevisions = [];
+        g.pending = emptyBatch();
       }
       replaying.clear();
       dirtyGroups.clear();
@@ -361,8 +407,8 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         const events = select(g, rev);
         if (events.length === 0) continue;
         for (const e of events) {
-          g.pending.push(e);
-          g.pendingRevisions.push(rev.revision);
+          g.pending.events.push(e);
+          g.pending.revisions.push(rev.revision);
         }
         dirtyGroups.add(g);
         schedule();
@@ -453,7 +499,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       const key = selectorKey(selector);
       let group = groups.get(key);
       if (!group) {
-        group = { ...selector, key, watchers: new Set(), pending: [], pendingRevisions: [] };
+        group = { ...selector, key, watchers: new Set(), pending: emptyBatch() };
         groups.set(key, group);
       }
       const start = req.start_revision > 0 ? req.start_revision : current + 1;
@@ -463,17 +509,18 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         progressNotify: req.progress_notify,
         liveFrom: Math.max(start, current + 1),
         active: false,
-        replay: [],
-        replayRevision: 0,
+        replay: emptyBatch(),
       };
       if (start <= current) {
         for (const rev of store.history.since(start)) {
           const events = select(group, rev);
           if (events.length === 0) continue;
-          for (const e of events) w.replay.push(e);
-          w.replayRevision = rev.revision;
+          for (const e of events) {
+            w.replay.events.push(e);
+            w.replay.revisions.push(rev.revision);
+          }
         }
-        if (w.replay.length > 0) {
+        if (w.replay.events.length > 0) {
           replaying.add(w);
           schedule();
         }

@@ -266,3 +266,56 @@ Deno.test("etcd watch fan-out, framed HTTP/2 writes: each watcher gets exactly i
 Deno.test("etcd watch fan-out, grpc-js object writes: the same events", async () => {
   await scenario(await objectServer());
 });
+
+Deno.test("etcd watch: a long replay comes in responses of at most 1 MiB of events, split only between revisions", async () => {
+  const server = await rawServer();
+  const c = clients(server.address);
+  try {
+    const value = new Uint8Array(60 * 1024);
+    const first = await put(c, { key: b("r/0"), value });
+    const r0 = (first.header as { revision: number }).revision;
+    for (let i = 1; i < 40; i++) await put(c, { key: b(`r/${i}`), value });
+    // One transaction of 1.5 MiB: larger than the bound, it goes alone and whole.
+    const big = new Uint8Array(500 * 1024);
+    await put(c, {
+      success: ["x", "y", "z"].map((k) => ({ request_put: { key: b(`r/${k}`), value: big } })),
+    }, "Txn");
+    for (let i = 40; i < 45; i++) await put(c, { key: b(`r/${i}`), value });
+    const stream = c.watch.Watch();
+    const got: Response[] = [];
+    stream.on("data", (r) => got.push(r as Response));
+    stream.on("error", () => {});
+    stream.write({
+      create_request: { key: b("r/"), range_end: b("r0"), start_revision: r0, watch_id: 7 },
+    });
+    const events = () => got.flatMap((r) => r.events ?? []);
+    const deadline = Date.now() + 10_000;
+    while (events().length < 48 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const responses = got.filter((r) => (r.events ?? []).length > 0);
+    const revs = events().map((e) => e.kv.mod_revision);
+    assertEquals(revs.length, 48, "every event once");
+    assertEquals(revs, [...revs].sort((x, y) => x - y), "in revision order");
+    const txnRevision = r0 + 40;
+    const txn = responses.filter((r) => r.events!.some((e) => e.kv.mod_revision === txnRevision));
+    assertEquals(txn.length, 1, "the transaction's events in one response");
+    assertEquals(txn[0].events!.length, 3, "the transaction alone");
+    for (const r of responses) {
+      const bytes = r.events!.reduce((n, e) => n + e.kv.value.length, 0);
+      const single = new Set(r.events!.map((e) => e.kv.mod_revision)).size === 1;
+      assert(single || bytes <= 1024 * 1024, `a response of ${bytes} bytes of values`);
+      assertEquals(
+        r.header.revision,
+        r.events![r.events!.length - 1].kv.mod_revision,
+        "header at the response's newest event",
+      );
+    }
+    assert(responses.length >= 4, `several responses: ${responses.length}`);
+    stream.end();
+  } finally {
+    c.kv.close();
+    c.watch.close();
+    await server.close();
+  }
+});
