@@ -118,7 +118,7 @@ export interface HeldLock {
    * another client may hold the lock, so the holder must stop acting under it.
    */
   readonly lost: AbortSignal;
-  /** Deletes the key and revokes the lease. */
+  /** Revokes the lease, which deletes the key (waiters see the DELETE). */
   release(): Promise<void>;
 }
 

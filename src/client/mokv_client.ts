@@ -863,7 +863,7 @@ export class MokvClient {
    * Takes the distributed lock `name`, as etcd's clientv3 concurrency.Mutex does: a lease, the
    * key `name/<lease id in hex>` created under it, and then a wait (no polling) for the
    * deletion of the key created just before it, so waiters are served in arrival order. The
-   * lease is kept alive until release(); if that fails (the server says the lease is gone, or
+   * lease is kept alive until release() (which revokes it, deleting the key); if that fails (the server says the lease is gone, or
    * its TTL passed with no renewal answered) the handle's `lost` signal aborts, with the error
    * as its reason, and a lock() still waiting throws it. The returned `revision` is a fencing
    * token: a holder paused past its TTL may act before it sees `lost`, so a resource should
@@ -880,25 +880,14 @@ export class MokvClient {
     const prefix = encoder.encode(`${name}/`);
     const key = `${name}/${lease.id.toString(16)}`;
     const keyBytes = encoder.encode(key);
+    // The lease is this lock's alone: revoking it deletes the key (waiters see the DELETE) in
+    // one write. A lease already gone has taken the key with it.
     const release = async () => {
       stop.abort();
       await keeping;
-      try {
-        await this.#call(
-          "leader",
-          "write",
-          true,
-          (conn) =>
-            unary(
-              conn.etcdKv,
-              conn.etcdKv.DeleteRange,
-              { key: keyBytes },
-              this.#options.attemptTimeoutMs,
-            ),
-        );
-      } finally {
-        await this.leaseRevoke(lease.id).catch(() => {});
-      }
+      await this.leaseRevoke(lease.id).catch((error) => {
+        if (!(error instanceof LeaseNotFoundError)) throw error;
+      });
     };
     try {
       const firstCreated = {
@@ -925,10 +914,11 @@ export class MokvClient {
           ? AbortSignal.any([options.signal, lost.signal])
           : lost.signal;
         await this.#waitDeletes(prefix, revision, giveUp);
+        // Still ours after the wait? (The lease may have lapsed meanwhile.)
+        const mine = await this.#etcdRange({ key: keyBytes });
+        if (lost.signal.aborted) throw lost.signal.reason;
+        if (mine.kvs.length === 0) throw new LeaseNotFoundError(lease.id);
       }
-      const mine = await this.#etcdRange({ key: keyBytes });
-      if (lost.signal.aborted) throw lost.signal.reason;
-      if (mine.kvs.length === 0) throw new LeaseNotFoundError(lease.id);
       return { key, revision, leaseId: lease.id, lost: lost.signal, release };
     } catch (error) {
       await release().catch(() => {});
