@@ -10,8 +10,8 @@
  * the node or other streams.
  *
  * Fan-out: watchers of a stream with the same range, filters and prev_kv form one group, so
- * an event is matched once per group, not once per watcher; each event is encoded once per
- * node (watch_codec.ts) and its bytes are copied into every response that carries it; and all
+ * an event is matched once per group, not once per watcher; each live event is encoded once
+ * per node (watch_codec.ts) and its bytes are copied into every response that carries it; and all
  * the responses of one event-loop turn go to the stream's HTTP/2 stream in one write.
  */
 import * as grpc from "@grpc/grpc-js";
@@ -159,28 +159,32 @@ function responsesOf(b: EventBatch): { events: Uint8Array[]; revision: number }[
   return out;
 }
 
-/** The encodings of one event, shared by every stream of the node (see encodedEvent). */
+/** The encodings of one event, made when a selector first needs them. */
 interface EncodedEvent {
+  readonly event: KvEvent;
   readonly key: Uint8Array;
   plain?: Uint8Array;
   withPrev?: Uint8Array;
 }
 
-const encodings = new WeakMap<KvEvent, EncodedEvent>();
+/**
+ * The encodings of the newest revision seen: every stream of the node selects from the same
+ * revision in one synchronous dispatch, so each event is encoded once per node; only that
+ * revision's bytes are kept (a replay encodes older ones again rather than keep bytes beside
+ * the whole history).
+ */
+let cached: { rev: RevisionEvents; events: EncodedEvent[] } | undefined;
 
-/** The key of `e` as bytes, computed once per event. */
-function encodingOf(e: KvEvent): EncodedEvent {
-  let enc = encodings.get(e);
-  if (!enc) {
-    enc = { key: keyBytes(e.key) };
-    encodings.set(e, enc);
+function encodingsOf(rev: RevisionEvents): EncodedEvent[] {
+  if (cached?.rev !== rev) {
+    cached = { rev, events: rev.events.map((e) => ({ event: e, key: keyBytes(e.key) })) };
   }
-  return enc;
+  return cached.events;
 }
 
-/** Event `e` of `revision` as a WatchResponse's events field, with or without prev_kv. */
-function encodedEvent(e: KvEvent, revision: number, withPrev: boolean): Uint8Array {
-  const enc = encodingOf(e);
+/** Event `enc` of `revision` as a WatchResponse's events field, with or without prev_kv. */
+function encodedEvent(enc: EncodedEvent, revision: number, withPrev: boolean): Uint8Array {
+  const e = enc.event;
   // Without a previous entry both forms are the same bytes.
   if (withPrev && e.prev) {
     return enc.withPrev ??= encodeEventField({
@@ -204,10 +208,11 @@ function matches(range: KeyRange, key: string, bytes: Uint8Array): boolean {
 /** The encoded events of `rev` that `s` selects, in order (empty when none). */
 function select(s: Selector, rev: RevisionEvents): Uint8Array[] {
   const out: Uint8Array[] = [];
-  for (const e of rev.events) {
+  for (const enc of encodingsOf(rev)) {
+    const e = enc.event;
     if (e.type === "put" ? s.noPut : s.noDelete) continue;
-    if (!matches(s.range, e.key, encodingOf(e).key)) continue;
-    out.push(encodedEvent(e, rev.revision, s.prevKv));
+    if (!matches(s.range, e.key, enc.key)) continue;
+    out.push(encodedEvent(enc, rev.revision, s.prevKv));
   }
   return out;
 }
