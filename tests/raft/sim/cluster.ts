@@ -133,6 +133,7 @@ interface Member {
   readonly diskTime: Scheduler;
   /** Bumped on every crash: late callbacks of an older incarnation are ignored. */
   generation: number;
+  /** Commits wait in flight until released (a slow disk). */
   holdSaves: boolean;
   /** What the checker reads as the node's durable log. */
   mirror: Disk;
