@@ -75,6 +75,33 @@ Deno.test({
         assertEquals((await mokv(["kv", "get", "cli-lease/k", ...g])).code, ExitCode.NOT_FOUND);
       });
 
+      await t.step("lease keep-alive prints each renewal until interrupted", async () => {
+        const lease = await client.leaseGrant(2);
+        const hex = lease.id.toString(16);
+        const proc = spawnMokv(["lease", "keep-alive", hex, ...g]);
+        children.push(proc);
+        const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+        let text = "";
+        const deadline = Date.now() + 15_000;
+        // Five renewals of a 2 s lease, a third of its TTL apart: it outlived its TTL.
+        while (text.split("\n").length < 6 && Date.now() < deadline) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += value;
+        }
+        proc.kill("SIGINT");
+        reader.releaseLock();
+        await proc.stdout.cancel().catch(() => {});
+        const status = await proc.status;
+        const err = await new Response(proc.stderr).text();
+        const lines = text.trim().split("\n");
+        assert(lines.length >= 5, `${text}\n${err}`);
+        assert(lines.every((l) => l === `lease ${hex} keepalived with TTL(2)`), text);
+        assertEquals(status.code, 0, err);
+        assert((await client.leaseTimeToLive(lease.id)).ttlSeconds > 0);
+        await client.leaseRevoke(lease.id);
+      });
+
       await t.step(
         "watch --prefix --json prints one event per line until interrupted",
         async () => {
