@@ -16,27 +16,42 @@ export const MAX_LEASE_TTL_SECONDS = 9_000_000_000;
 /** Expired leases revoked per check, at most (the rest wait for the next check). */
 const REVOKES_PER_CHECK = 256;
 
+/** What the lessor needs of the node: its id, the local state machine, writes, Raft status. */
+export type LessorBackend = Pick<EtcdBackend, "nodeId" | "store" | "apply" | "raftStatus">;
+
 /** Settings of a {@link Lessor}. */
 export interface LessorOptions {
-  readonly backend: EtcdBackend;
+  readonly backend: LessorBackend;
   /** Fields every command carries (see service.ts). */
   readonly stamp: () => { timeMs: number; clockSource: string };
   /** Monotonic milliseconds. Default `performance.now()`. */
   readonly nowMs?: () => number;
   /** How often expiry is checked. Default 250 ms. */
   readonly checkMs?: number;
+  /**
+   * Calls `fn` every `ms` until the returned function is called. Default `setInterval` (the
+   * simulator passes a node's virtual clock).
+   */
+  readonly every?: (ms: number, fn: () => void) => () => void;
+}
+
+function everyInterval(ms: number, fn: () => void): () => void {
+  const timer = setInterval(fn, ms);
+  return () => clearInterval(timer);
 }
 
 /** Tracks lease deadlines and, on the leader, revokes what expired. See the module comment. */
 export class Lessor {
-  readonly #backend: EtcdBackend;
+  readonly #backend: LessorBackend;
   readonly #stamp: LessorOptions["stamp"];
   readonly #now: () => number;
   readonly #checkMs: number;
+  readonly #every: (ms: number, fn: () => void) => () => void;
   readonly #deadline = new Map<number, number>();
   readonly #revoking = new Set<number>();
-  #leading = false;
-  #timer: ReturnType<typeof setInterval> | undefined;
+  /** The term this node last saw itself lead in (0: not leading at the last check). */
+  #leadingTerm = 0;
+  #cancelTimer: (() => void) | undefined;
   #unsubscribe: (() => void)[] = [];
 
   constructor(options: LessorOptions) {
@@ -44,11 +59,12 @@ export class Lessor {
     this.#stamp = options.stamp;
     this.#now = options.nowMs ?? (() => performance.now());
     this.#checkMs = options.checkMs ?? 250;
+    this.#every = options.every ?? everyInterval;
   }
 
   /** Starts following the store's leases and checking expiry. */
   start(): void {
-    if (this.#timer !== undefined) return;
+    if (this.#cancelTimer !== undefined) return;
     const store = this.#backend.store;
     this.#renewAll();
     this.#unsubscribe = [
@@ -58,13 +74,13 @@ export class Lessor {
       }),
       store.onReset(() => this.#renewAll()),
     ];
-    this.#timer = setInterval(() => this.check(), this.#checkMs);
+    this.#cancelTimer = this.#every(this.#checkMs, () => this.check());
   }
 
   /** Stops checking (the node is shutting down). */
   stop(): void {
-    clearInterval(this.#timer);
-    this.#timer = undefined;
+    this.#cancelTimer?.();
+    this.#cancelTimer = undefined;
     for (const u of this.#unsubscribe) u();
     this.#unsubscribe = [];
   }
@@ -76,11 +92,16 @@ export class Lessor {
     return Math.max(0, Math.ceil((d - this.#now()) / 1000));
   }
 
-  /** One expiry check: on the leader, proposes the revoke of every expired lease. */
+  /**
+   * One expiry check: on the leader, proposes the revoke of every expired lease. A leadership
+   * in a term other than the one of the last check is a new one, even if this node also led
+   * then (it may have lost and won again between two checks): full TTLs first.
+   */
   check(): void {
-    const leading = this.#backend.raftStatus().leader === this.#backend.nodeId;
-    if (leading && !this.#leading) this.#renewAll(); // a new leader: full TTLs first
-    this.#leading = leading;
+    const status = this.#backend.raftStatus();
+    const leading = status.leader === this.#backend.nodeId;
+    if (leading && status.term !== this.#leadingTerm) this.#renewAll();
+    this.#leadingTerm = leading ? status.term : 0;
     if (!leading) return;
     const now = this.#now();
     let started = 0;
