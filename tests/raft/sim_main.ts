@@ -5,6 +5,8 @@
  *   deno task sim --seeds N [--from S] [--steps N]                  run N seeds (3 and 5 nodes
  *                                                                   alternating) and count passes
  *
+ * `--strict-leases` also fails a seed on a keep-alive acknowledged for a lease whose expiry
+ * was already proposed and then applied after it (see sim/lease_checker.ts; counted otherwise).
  * Exits 1 if any seed fails, printing the command that replays it.
  */
 import { parseArgs } from "node:util";
@@ -20,9 +22,11 @@ async function main(args: string[]): Promise<number> {
       nodes: { type: "string" },
       steps: { type: "string", default: String(DEFAULT_STEPS) },
       verbose: { type: "boolean", default: false },
+      "strict-leases": { type: "boolean", default: false },
     },
   });
   const steps = Number(values.steps);
+  const strictLeases = values["strict-leases"];
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     const nodes = Number(values.nodes ?? 3);
@@ -31,10 +35,11 @@ async function main(args: string[]): Promise<number> {
         seed,
         nodes,
         steps,
+        strictLeases,
         trace: values.verbose ? (line) => console.log(line) : undefined,
       });
       console.log(
-        `seed ${seed} (${nodes} nodes): ok in ${report.virtualMs} virtual ms (liveness ${report.livenessMs}) ${
+        `seed ${seed} (${nodes} nodes): ok in ${report.virtualMs} virtual ms (liveness ${report.livenessMs}, lease drain ${report.leaseDrainMs}) ${
           JSON.stringify(report.stats)
         }`,
       );
@@ -54,7 +59,7 @@ async function main(args: string[]): Promise<number> {
     const seed = from + i;
     const nodes = values.nodes !== undefined ? Number(values.nodes) : i % 2 === 0 ? 3 : 5;
     try {
-      await runSimulation({ seed, nodes, steps });
+      await runSimulation({ seed, nodes, steps, strictLeases });
       passed++;
     } catch (err) {
       if (!(err instanceof SimulationFailure)) throw err;

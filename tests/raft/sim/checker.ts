@@ -272,6 +272,21 @@ export class SafetyChecker {
     this.#lastApplied.set(node, appliedIndex);
   }
 
+  /**
+   * `node`'s state machine is `state` right after applying up to `appliedIndex` (which the
+   * common sequence must already hold): it must equal the common sequence's prefix there, so
+   * replicas at equal applied indexes hold identical states.
+   */
+  stateObserved(node: NodeId, appliedIndex: number, state: ReadonlyMap<string, string>): void {
+    if (appliedIndex > this.#common.length) {
+      throw new InvariantViolation(
+        "state machine safety",
+        `${node} holds state at ${appliedIndex}, beyond the common sequence's end ${this.#common.length}`,
+      );
+    }
+    this.#checkState(node, appliedIndex, state, "applied");
+  }
+
   /** `node` applied `entry`; it must extend the node's sequence by one and match the common one. */
   entryApplied(node: NodeId, entry: Entry): void {
     const last = this.#lastApplied.get(node) ?? 0;

@@ -22,6 +22,7 @@ import {
   type CommandResult,
   encodeCommand,
   KvStateMachine,
+  rangeRequest,
 } from "../../../src/kv/mod.ts";
 import type {
   Config,
@@ -45,7 +46,17 @@ import {
 import { SeededRng } from "../../../src/rng.ts";
 import { InvariantViolation, SafetyChecker } from "./checker.ts";
 import { Disk } from "./disk.ts";
-import { KvModel, valueText } from "./kv_model.ts";
+import { Lessor } from "../../../src/etcd/lessor.ts";
+import {
+  type KeyMemory,
+  keyMemory,
+  putTxn,
+  randomTxn,
+  remember,
+  rememberTxn,
+} from "./etcd_workload.ts";
+import { entryText, KvModel, leaseKey, leaseText, payloadKey, REVISION_KEY } from "./kv_model.ts";
+import { LeaseTimingChecker } from "./lease_checker.ts";
 import { NodeClock, Scheduler } from "./scheduler.ts";
 import { SimDisk, SimKvFile } from "./sim_kv.ts";
 import { CALM, type LinkFaults, SimNetwork } from "./sim_transport.ts";
@@ -57,9 +68,25 @@ const ELECTION_TICKS = 10;
 export const DEFAULT_STEPS = 600;
 /** Ticks the liveness phase may take. */
 export const DEFAULT_LIVENESS_TICKS = 1000;
+/**
+ * Ticks the leases left after the liveness phase (nobody keeps them alive any more) may take
+ * to expire: the longest TTL (2 s) on a clock running 20% slow, plus checks and commits.
+ */
+const LEASE_DRAIN_TICKS = 400;
 const KEYS = ["a", "b", "c"];
-const CLIENTS = 4;
+/**
+ * Clients of mökv's API, and of etcd's (transactions, ranges, leases). Each has one request
+ * out at a time, so they bound the write rate: two and one keep a run's cost near what four
+ * mökv clients alone cost (the simulator's 300 seeds are part of `deno task test`).
+ */
+const CLIENTS = 2;
+const ETCD_CLIENTS = 1;
+/** How often each node's lessor checks expiry, on its clock (production's default). */
+const LESSOR_CHECK_MS = 250;
+/** The end of the range of every key (etcd's range_end: KEYS are single letters). */
+const RANGE_END = "d";
 const TRACE_LINES = 40;
+const utf8 = new TextEncoder();
 
 /** What to simulate. */
 export interface SimOptions {
@@ -73,6 +100,11 @@ export interface SimOptions {
   readonly livenessTicks?: number;
   /** Receives every trace line (verbose replays). */
   readonly trace?: (line: string) => void;
+  /**
+   * Also fail on a keep-alive acknowledged after its lease's expiry was proposed but applied
+   * before it (see lease_checker.ts, bound 3); otherwise such races are only counted.
+   */
+  readonly strictLeases?: boolean;
 }
 
 /** What a passing run did. */
@@ -83,6 +115,8 @@ export interface SimReport {
   /** Virtual milliseconds, liveness phase included. */
   readonly virtualMs: number;
   readonly livenessMs: number;
+  /** Virtual milliseconds the calm cluster took to expire every lease left after liveness. */
+  readonly leaseDrainMs: number;
   readonly stats: Readonly<Record<string, number>>;
 }
 
@@ -129,6 +163,9 @@ interface SimNodeState {
   kv?: SimKvFile;
   clock?: NodeClock;
   fsm?: KvStateMachine;
+  lessor?: Lessor;
+  /** The clock source of this incarnation's etcd commands (production: node id + suffix). */
+  clockSource?: string;
   mirror: Disk;
   /** A leadership seen in a Ready, checked once that Ready's save is issued. */
   pendingLeaderTerm?: number;
@@ -172,6 +209,17 @@ interface Client {
   readonly versions: Map<string, number>;
 }
 
+/** A client of etcd's API: no sessions (etcd has none), so nothing is retried. */
+interface EtcdClient {
+  readonly id: string;
+  /** Requests made, for unique values. */
+  count: number;
+  busy: boolean;
+  /** Its granted leases it believes alive → when to send the next keep-alive (or never). */
+  readonly leases: Map<number, { ttlSeconds: number; nextKeepAliveMs: number; sending: boolean }>;
+  readonly memory: KeyMemory;
+}
+
 class HostSimulation {
   readonly #seed: number;
   readonly #steps: number;
@@ -183,6 +231,13 @@ class HostSimulation {
   readonly #net: SimNetwork;
   readonly #model = new KvModel();
   readonly #checker = new SafetyChecker(this.#model);
+  readonly #leaseChecker: LeaseTimingChecker;
+  /** Draws of the etcd workload, apart so that the faults' draws stay as they were. */
+  readonly #etcdRng: SeededRng;
+  readonly #etcdClients: EtcdClient[] = [];
+  /** Every lease id ever granted (a put may aim at one that ended). */
+  readonly #leaseIds: number[] = [];
+  #nextLeaseId = 1;
   readonly #nodes = new Map<NodeId, SimNodeState>();
   readonly #ids: NodeId[];
   readonly #faults: LinkFaults;
@@ -222,6 +277,13 @@ class HostSimulation {
     slowDisks: 0,
     configChanges: 0,
     transfers: 0,
+    etcdWrites: 0,
+    etcdAcked: 0,
+    etcdErrors: 0,
+    ranges: 0,
+    rangesServed: 0,
+    keepAlivesSent: 0,
+    expiryProposals: 0,
   };
 
   constructor(options: SimOptions) {
@@ -229,6 +291,17 @@ class HostSimulation {
     this.#steps = options.steps ?? DEFAULT_STEPS;
     this.#livenessTicks = options.livenessTicks ?? DEFAULT_LIVENESS_TICKS;
     this.#traceSink = options.trace;
+    this.#leaseChecker = new LeaseTimingChecker(options.strictLeases ?? false);
+    this.#etcdRng = new SeededRng((this.#seed ^ 0xe7cd_0018) >>> 0);
+    this.#model.onRevoke = (r) =>
+      this.#guard(() => {
+        if (r.expired) this.#leaseChecker.expiryApplied(r.leaseId, r.index, payloadKey(r.data));
+        this.#log(
+          `lease ${r.leaseId} ${
+            r.expired ? "expires" : "is revoked"
+          } at ${r.index}, deleting [${r.keys}]`,
+        );
+      });
     const rng = this.#rng = new SeededRng(this.#seed);
     this.#trapRng = new SeededRng((this.#seed ^ 0x5eed_b004) >>> 0);
     this.#ids = Array.from({ length: options.nodes }, (_, i) => `n${i + 1}`);
@@ -257,6 +330,15 @@ class HostSimulation {
     for (const id of this.#ids) this.#addNode(id);
     for (let i = 0; i < CLIENTS; i++) {
       this.#clients.push({ id: `c${i}`, seq: 1, busy: false, versions: new Map() });
+    }
+    for (let i = 0; i < ETCD_CLIENTS; i++) {
+      this.#etcdClients.push({
+        id: `e${i}`,
+        count: 0,
+        busy: false,
+        leases: new Map(),
+        memory: keyMemory(),
+      });
     }
     this.#log(
       `options heartbeatTicks ${this.#heartbeatTicks} snapshotEntries ${this.#snapshotEntries} maxCommitMutations ${this.#maxCommitMutations} oneVoter ${this.#oneVoter} failRate ${
@@ -302,17 +384,22 @@ class HostSimulation {
       this.#throwIfFailed();
       const livenessMs = await this.#liveness();
       this.#throwIfFailed();
+      const leaseDrainMs = await this.#leaseDrain();
+      this.#throwIfFailed();
       return {
         seed: this.#seed,
         nodes: this.#ids.length,
         steps: this.#steps,
         virtualMs: this.#sched.now,
         livenessMs,
+        leaseDrainMs,
         stats: {
           ...this.#stats,
           leaders: this.#checker.leaders.size,
           committed: this.#checker.commonLength,
           duplicatesSkipped: this.#model.duplicates,
+          ...this.#model.etcdStats,
+          keepAliveRaces: this.#leaseChecker.races,
           events: this.#sched.events,
           ...this.#net.stats,
         },
@@ -403,7 +490,8 @@ class HostSimulation {
     const storage = RaftStorage.over(kv, { maxCommitMutations: this.#maxCommitMutations });
     const fsm = node.fsm = new KvStateMachine();
     const store = this.#recordingStore(node, storage, generation);
-    const observedFsm = this.#observedFsm(node, fsm);
+    const observedFsm = this.#observedFsm(node, fsm, generation);
+    node.clockSource = `${node.id}#etcd-${generation}`;
     const rngSeed = this.#rng.nextUint32();
     const random = new SeededRng(rngSeed);
     void ReplicationHost.open({
@@ -431,6 +519,7 @@ class HostSimulation {
         this.#checker.stateRestored(node.id, fsm.appliedIndex, stateOf(fsm));
         host.start();
         if (bootstrap && !host.hasState()) host.bootstrap(bootstrap);
+        this.#startLessor(node, generation, host, fsm, clock);
       }), (err) =>
       this.#guard(() => {
         if (node.generation !== generation) return;
@@ -482,6 +571,8 @@ class HostSimulation {
     node.generation++;
     node.status = "down";
     node.clock?.kill();
+    node.lessor?.stop();
+    node.lessor = undefined;
     node.kv?.crash(land ?? this.#rng.float() < 0.5);
     this.#net.detach(node.id);
     this.#checker.nodeCrashed(node.id);
@@ -535,6 +626,7 @@ class HostSimulation {
             `t=${this.#sched.now.toFixed(1)} ${node.id} is ${ss.role} in term ${ss.term}`,
           );
           if (ss.role === "leader") {
+            this.#leaseChecker.leading(`${node.id}#${generation}`, ss.term, this.#sched.now);
             node.pendingLeaderTerm = ss.term;
             this.#log(`${node.id} leads term ${ss.term}`);
             // Membership changes right after an election (the reconciler does this).
@@ -621,18 +713,41 @@ class HostSimulation {
   }
 
   /** The real state machine, with the checker told of every restore. */
-  #observedFsm(node: SimNodeState, fsm: KvStateMachine): StateMachine<CommandResult> {
+  #observedFsm(
+    node: SimNodeState,
+    fsm: KvStateMachine,
+    generation: number,
+  ): StateMachine<CommandResult> {
     const checker = this.#checker;
     const guard = (fn: () => void) => this.#guard(fn);
+    let revision = fsm.revision;
     return {
       get appliedIndex() {
         return fsm.appliedIndex;
       },
-      apply: (index, data) => fsm.apply(index, data),
+      apply: (index, data) => {
+        const result = fsm.apply(index, data);
+        if (node.generation === generation) {
+          guard(() => {
+            // Every replica at this index holds the same keys, etcd metadata, revision and
+            // leases; a transaction applied in part, or a key gone some other way, shows here.
+            checker.stateObserved(node.id, fsm.appliedIndex, stateOf(fsm));
+            if (fsm.revision < revision) {
+              throw new InvariantViolation(
+                "revisions",
+                `${node.id}'s store revision went from ${revision} to ${fsm.revision} applying ${index}`,
+              );
+            }
+            revision = fsm.revision;
+          });
+        }
+        return result;
+      },
       markApplied: (index) => fsm.markApplied(index),
       snapshot: () => fsm.snapshot(),
       restore(data) {
         fsm.restore(data);
+        revision = fsm.revision;
         guard(() => checker.stateRestored(node.id, fsm.appliedIndex, stateOf(fsm)));
       },
     };
@@ -643,6 +758,7 @@ class HostSimulation {
   #step(): void {
     this.#faultEvents();
     this.#clientEvents();
+    this.#etcdEvents();
   }
 
   #faultEvents(): void {
@@ -1017,11 +1133,307 @@ class HostSimulation {
             node.id,
             key,
             fsm.appliedIndex,
-            e ? valueText(e.value, e.version) : undefined,
+            e ? entryText(e) : undefined,
           );
         }),
       () => this.#model.readAbandoned(readId),
     );
+  }
+
+  // ---- etcd: the lessor and its clients ------------------------------------------------
+
+  /**
+   * The production lessor on this incarnation's virtual clock, proposing expiries through
+   * its host as the node does; the lease checker sees every proposal as it is made.
+   */
+  #startLessor(
+    node: SimNodeState,
+    generation: number,
+    host: ReplicationHost<CommandResult>,
+    fsm: KvStateMachine,
+    clock: NodeClock,
+  ): void {
+    const live = () => node.generation === generation && node.host === host;
+    const label = `${node.id}#${generation}`;
+    const lessor = node.lessor = new Lessor({
+      backend: {
+        nodeId: node.id,
+        store: fsm,
+        raftStatus: () => {
+          const st = host.status();
+          if (live() && st.leader === node.id) {
+            this.#guard(() => this.#leaseChecker.leading(label, st.term, this.#sched.now));
+          }
+          return {
+            term: st.term,
+            leader: st.leader,
+            commit: st.commit,
+            applied: fsm.appliedIndex,
+            isLearner: st.config.learners.includes(node.id),
+          };
+        },
+        apply: (cmd) => {
+          if (!live()) return Promise.reject(new UnavailableError(`${node.id} is down`));
+          const data = encodeCommand(cmd);
+          if (cmd.type === "leaseRevoke" && cmd.expired) {
+            this.#stats.expiryProposals++;
+            const term = host.status().term;
+            this.#log(`${node.id} proposes the expiry of lease ${cmd.leaseId} in term ${term}`);
+            this.#guard(() =>
+              this.#leaseChecker.proposed(payloadKey(data), {
+                leaseId: cmd.leaseId,
+                node: label,
+                term,
+                atMs: this.#sched.now,
+                rate: node.skewRate,
+              })
+            );
+          }
+          return host.apply(data);
+        },
+      },
+      stamp: () => this.#stamp(node),
+      nowMs: () => clock.now(),
+      checkMs: LESSOR_CHECK_MS,
+      every: (ms, fn) => {
+        const id = clock.setInterval(() => this.#guard(fn), ms);
+        return () => clock.clearInterval(id);
+      },
+    });
+    lessor.start();
+  }
+
+  /** What every etcd command carries: a reading of the node's clock, and which clock. */
+  #stamp(node: SimNodeState): { timeMs: number; clockSource: string } {
+    return { timeMs: Math.floor(node.clock!.now()), clockSource: node.clockSource! };
+  }
+
+  #etcdEvents(): void {
+    const rng = this.#etcdRng;
+    const now = this.#sched.now;
+    for (const c of this.#etcdClients) {
+      for (const [id, l] of c.leases) {
+        if (!l.sending && l.nextKeepAliveMs <= now) this.#keepAlive(c, id, l);
+      }
+    }
+    if (rng.float() < 0.2) {
+      const idle = this.#etcdClients.filter((c) => !c.busy);
+      if (idle.length > 0) this.#etcdRequest(pick(rng, idle));
+    }
+  }
+
+  /** The node an etcd client talks to: mostly the leader, else any up node. */
+  #etcdNode(): SimNodeState | undefined {
+    const up = this.#up();
+    if (up.length === 0) return undefined;
+    const leader = this.#leader();
+    return leader && this.#etcdRng.float() < 0.85 ? leader : pick(this.#etcdRng, up);
+  }
+
+  #etcdRequest(client: EtcdClient): void {
+    const node = this.#etcdNode();
+    if (!node) return;
+    const rng = this.#etcdRng;
+    client.count++;
+    const own = [...client.leases.keys()];
+    const r = rng.float();
+    if ((r < 0.1 && own.length < 2) || (own.length === 0 && r < 0.25)) this.#grant(client, node);
+    else if (r < 0.35) this.#range(client, node);
+    else if (r < 0.4 && own.length > 0) this.#revoke(client, node, pick(rng, own));
+    else this.#txn(client, node);
+  }
+
+  /** The client waits for `p` (or gives up after a while: a crashed node never answers). */
+  #busy(client: EtcdClient, p: Promise<unknown>): void {
+    client.busy = true;
+    const token = client.count;
+    const free = () => {
+      if (client.count === token) client.busy = false;
+    };
+    p.finally(free);
+    this.#sched.after(5000, free);
+  }
+
+  /**
+   * Sends `cmd` through `node`'s host, the path etcd's services take; the model checks the
+   * answer against the common sequence. Resolves with the answer and its index, or undefined
+   * when the outcome is unknown (etcd has no sessions: nothing is retried).
+   */
+  #etcdApply(
+    client: EtcdClient,
+    node: SimNodeState,
+    cmd: Command,
+    what: string,
+  ): Promise<{ result: CommandResult; index: number } | undefined> {
+    const data = encodeCommand(cmd);
+    this.#stats.etcdWrites++;
+    return node.host!.apply(data).then(
+      (result) => {
+        let index = -1;
+        this.#guard(() => {
+          index = this.#model.etcdAcknowledged(node.id, `${client.id}'s ${what}`, data, result);
+          this.#stats.etcdAcked++;
+        });
+        return index < 0 ? undefined : { result, index };
+      },
+      (err) => {
+        this.#stats.etcdErrors++;
+        const known = err instanceof NotLeaderError || err instanceof UnavailableError ||
+          err instanceof InvalidArgumentError;
+        if (!known) {
+          this.#guard(() => {
+            throw err;
+          });
+        }
+        return undefined;
+      },
+    );
+  }
+
+  #grant(client: EtcdClient, node: SimNodeState): void {
+    const rng = this.#etcdRng;
+    const leaseId = this.#nextLeaseId++;
+    const ttlSeconds = rng.float() < 0.9 ? 1 : 2;
+    const keepAlive = rng.float() < 0.6;
+    const invokedMs = this.#sched.now;
+    this.#leaseIds.push(leaseId);
+    this.#leaseChecker.granted(leaseId, ttlSeconds);
+    const cmd: Command = {
+      type: "leaseGrant",
+      key: "",
+      leaseId,
+      ttlSeconds,
+      owner: "",
+      ...this.#stamp(node),
+    };
+    const done = this.#etcdApply(client, node, cmd, `grant of lease ${leaseId}`).then((ack) =>
+      this.#guard(() => {
+        if (!ack?.result.ok) return;
+        this.#leaseChecker.renewed(leaseId, ack.index, invokedMs, this.#sched.now, "grant");
+        client.leases.set(leaseId, {
+          ttlSeconds,
+          nextKeepAliveMs: keepAlive ? invokedMs + (ttlSeconds * 1000) / 3 : Infinity,
+          sending: false,
+        });
+      })
+    );
+    this.#busy(client, done);
+  }
+
+  /** A keep-alive every third of the TTL, as etcd's clients send them. */
+  #keepAlive(
+    client: EtcdClient,
+    id: number,
+    l: { ttlSeconds: number; nextKeepAliveMs: number; sending: boolean },
+  ): void {
+    const node = this.#etcdNode();
+    if (!node) return;
+    l.sending = true;
+    this.#stats.keepAlivesSent++;
+    const invokedMs = this.#sched.now;
+    const cmd: Command = { type: "leaseKeepAlive", key: "", leaseId: id, ...this.#stamp(node) };
+    let answered = false;
+    this.#etcdApply(client, node, cmd, `keep-alive of lease ${id}`).then((ack) =>
+      this.#guard(() => {
+        answered = true;
+        l.sending = false;
+        if (!ack) {
+          l.nextKeepAliveMs = this.#sched.now + 50;
+          return;
+        }
+        if (!ack.result.ok) {
+          client.leases.delete(id);
+          return;
+        }
+        this.#leaseChecker.renewed(id, ack.index, invokedMs, this.#sched.now, "keep-alive");
+        l.nextKeepAliveMs = invokedMs + (l.ttlSeconds * 1000) / 3;
+      })
+    );
+    this.#sched.after(1000, () => {
+      if (!answered) l.sending = false;
+    });
+  }
+
+  #revoke(client: EtcdClient, node: SimNodeState, id: number): void {
+    client.leases.delete(id);
+    const cmd: Command = {
+      type: "leaseRevoke",
+      key: "",
+      leaseId: id,
+      expired: false,
+      ...this.#stamp(node),
+    };
+    this.#busy(client, this.#etcdApply(client, node, cmd, `revoke of lease ${id}`));
+  }
+
+  #txn(client: EtcdClient, node: SimNodeState): void {
+    const rng = this.#etcdRng;
+    const own = [...client.leases.keys()];
+    const tag = `${client.id}.${client.count}`;
+    const txn = own.length > 0 && rng.float() < 0.2
+      ? putTxn(pick(rng, KEYS), `${tag}p;`, pick(rng, own))
+      : randomTxn(rng, {
+        keys: KEYS,
+        tag,
+        lease: own.length > 0 ? pick(rng, own) : 0,
+        anyLease: this.#leaseIds.length > 0 ? pick(rng, this.#leaseIds) : 0,
+        memory: client.memory,
+      });
+    const cmd: Command = { type: "txn", key: "", txn, ...this.#stamp(node) };
+    const done = this.#etcdApply(client, node, cmd, `txn ${tag}`).then((ack) =>
+      this.#guard(() => {
+        if (ack?.result.txn) rememberTxn(client.memory, ack.result.txn);
+      })
+    );
+    this.#busy(client, done);
+  }
+
+  /** A linearizable etcd Range (of every key, or one), as the KV service serves it. */
+  #range(client: EtcdClient, node: SimNodeState): void {
+    const rng = this.#etcdRng;
+    const keys = rng.float() < 0.7 ? KEYS : [pick(rng, KEYS)];
+    const req = rangeRequest(
+      keys.length > 1
+        ? { key: utf8.encode(KEYS[0]), range_end: utf8.encode(RANGE_END) }
+        : { key: utf8.encode(keys[0]) },
+    );
+    const readId = this.#nextReadId++;
+    const generation = node.generation;
+    const fsm = node.fsm!;
+    this.#stats.ranges++;
+    this.#model.readInvoked(readId);
+    const done = node.host!.readBarrier("linearizable").then(
+      () =>
+        this.#guard(() => {
+          if (node.generation !== generation) return this.#model.readAbandoned(readId);
+          const res = fsm.range(req);
+          this.#stats.rangesServed++;
+          const seen = new Map<string, string | undefined>(keys.map((k) => [k, undefined]));
+          for (const kv of res.kvs) {
+            seen.set(
+              new TextDecoder().decode(kv.key),
+              entryText({
+                value: kv.value,
+                version: kv.mod_revision,
+                created: kv.create_revision,
+                writes: kv.version,
+                lease: kv.lease,
+              }),
+            );
+          }
+          if (res.count !== res.kvs.length || res.more) {
+            throw new InvariantViolation(
+              "linearizability",
+              `range ${readId} on ${node.id} counted ${res.count} keys (more: ${res.more}) but returned ${res.kvs.length}`,
+            );
+          }
+          seen.set(REVISION_KEY, fsm.revision > 0 ? String(fsm.revision) : undefined);
+          this.#model.rangeServed(readId, node.id, fsm.appliedIndex, seen);
+          remember(client.memory, keys, res.kvs);
+        }),
+      () => this.#model.readAbandoned(readId),
+    );
+    this.#busy(client, done);
   }
 
   // ---- liveness ------------------------------------------------------------------------
@@ -1111,11 +1523,48 @@ class HostSimulation {
       }); nodes: ${status.join(" ")}`,
     );
   }
+  /**
+   * After liveness, nobody keeps leases alive: the leader must expire every lease left, and
+   * every member must apply those expiries and end in the same state.
+   */
+  async #leaseDrain(): Promise<number> {
+    const start = this.#sched.now;
+    const deadline = start + LEASE_DRAIN_TICKS * TICK_MS;
+    for (let t = start + TICK_MS; t <= deadline; t += TICK_MS) {
+      await this.#sched.runUntil(t, () => this.#failure !== undefined);
+      this.#throwIfFailed();
+      if (this.#model.leaseCount > 0) continue;
+      const leader = this.#leader();
+      if (!leader) continue;
+      const config = leader.host!.status().config;
+      const members = [...config.voters, ...config.learners].map((id) => this.#nodes.get(id)!);
+      const target = this.#checker.commonLength;
+      if (members.every((n) => n.status === "up" && n.fsm!.appliedIndex >= target)) {
+        for (const n of members) {
+          this.#checker.finalMember(n.id, n.fsm!.appliedIndex, stateOf(n.fsm!));
+        }
+        this.#log(`leases drained: every member applied ${target}`);
+        return this.#sched.now - start;
+      }
+    }
+    throw new InvariantViolation(
+      "liveness",
+      `${this.#model.leaseCount} leases still exist ${LEASE_DRAIN_TICKS} ticks after nobody keeps them alive any more (leader ${
+        this.#leader()?.id ?? "none"
+      })`,
+    );
+  }
 }
 
+/**
+ * A replica's whole state as the checker compares it: every key with its etcd metadata, the
+ * store revision and every lease with its keys (see kv_model.ts).
+ */
 function stateOf(fsm: KvStateMachine): Map<string, string> {
   const out = new Map<string, string>();
-  for (const item of fsm.list()) out.set(item.key, valueText(item.value, item.version));
+  for (const item of fsm.list()) out.set(item.key, entryText(item));
+  if (fsm.revision > 0) out.set(REVISION_KEY, String(fsm.revision));
+  for (const l of fsm.leases()) out.set(leaseKey(l.id), leaseText(l.ttlSeconds, l.keys));
   return out;
 }
 
