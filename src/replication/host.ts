@@ -200,6 +200,10 @@ export class ReplicationHost<R> {
   private snapshotWrite: Promise<void> | undefined;
   /** Why `snapshotWrite` failed: the loop stops on it as on any storage failure. */
   private snapshotWriteError: Error | undefined;
+  /** A snapshot being encoded a step per event-loop turn (`StateMachine.snapshotSteps`). */
+  private snapshotBuild:
+    | { index: number; steps: { step(): Uint8Array | undefined }; startedMs: number }
+    | undefined;
   private ticks = 0;
   private lastSnapshotIndex: number;
   private softState: SoftState = { leader: "", role: "follower", term: 0 };
@@ -887,6 +891,7 @@ export class ReplicationHost<R> {
 
   private restoreSnapshot(snap: Snapshot): void {
     this.fsm.restore(snap.data);
+    this.snapshotBuild = undefined; // it was encoding the state just replaced
     this.lastSnapshotIndex = snap.meta.index;
     this.stateBytes = snap.data.length;
     this.logBytesSinceSnapshot = 0;
@@ -976,14 +981,25 @@ export class ReplicationHost<R> {
     const due = applied - this.lastSnapshotIndex >= this.snapshotEntries ||
       this.logBytesSinceSnapshot >= Math.max(this.snapshotMinLogBytes, this.stateBytes);
     if (
-      !this.pendingSnapshot && (wanted || (due && applied > this.lastSnapshotIndex))
+      !this.pendingSnapshot && !this.snapshotBuild &&
+      (wanted || (due && applied > this.lastSnapshotIndex))
     ) {
       this.logBytesSinceSnapshot = 0;
-      this.pendingSnapshot = {
-        index: applied,
-        data: this.fsm.snapshot(),
-        startedMs: this.clock.now(),
-      };
+      if (this.fsm.snapshotSteps) {
+        this.snapshotBuild = {
+          index: applied,
+          steps: this.fsm.snapshotSteps(),
+          startedMs: this.clock.now(),
+        };
+        const build = this.snapshotBuild;
+        this.clock.setTimeout(() => this.snapshotStep(build), 0);
+      } else {
+        this.pendingSnapshot = {
+          index: applied,
+          data: this.fsm.snapshot(),
+          startedMs: this.clock.now(),
+        };
+      }
     }
     if (this.snapshotWriteError) throw this.snapshotWriteError;
     const pending = this.pendingSnapshot;
@@ -1017,6 +1033,27 @@ export class ReplicationHost<R> {
       this.snapshotWrite = undefined;
       this.wake();
     });
+  }
+
+  /** Encodes one step of `snapshotBuild`; once complete it becomes `pendingSnapshot`. */
+  private snapshotStep(build: NonNullable<typeof this.snapshotBuild>): void {
+    if (this.snapshotBuild !== build || !this.running) return;
+    let data: Uint8Array | undefined;
+    try {
+      data = build.steps.step();
+    } catch (err) {
+      this.snapshotBuild = undefined;
+      this.snapshotWriteError = err instanceof Error ? err : new Error(String(err));
+      this.wake();
+      return;
+    }
+    if (!data) {
+      this.clock.setTimeout(() => this.snapshotStep(build), 0);
+      return;
+    }
+    this.snapshotBuild = undefined;
+    this.pendingSnapshot = { index: build.index, data, startedMs: build.startedMs };
+    this.wake();
   }
 
   /** A consistent copy of the state machine, after a linearizable read barrier. */

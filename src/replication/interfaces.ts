@@ -70,6 +70,13 @@ export interface StateMachine<R> {
   markApplied(index: number): void;
   /** A point-in-time image of the whole state. */
   snapshot(): Uint8Array;
+  /**
+   * Optional: the image `snapshot()` would return now, built in steps (each `step()` does a
+   * slice of the work and returns the image once complete), so that the host encodes a
+   * large state a slice per event-loop turn instead of in one long pause. Applies may go on
+   * between steps; they must not show in the image.
+   */
+  snapshotSteps?(): { step(): Uint8Array | undefined };
   /** Replaces the whole state with a snapshot's. */
   restore(data: Uint8Array): void;
 }
