@@ -12,9 +12,14 @@
  * clusters with learners; membership changes (also right after an election), removals and
  * leadership transfers through the host's API; snapshots every few entries. Clients write
  * Set, Delete, Append and CompareAndSet with sessions (retrying with the same sequence
- * number) and read linearizably on any node. The {@link SafetyChecker} with a {@link KvModel}
- * checks every step; a run ends with a liveness phase (faults off, all restarted, a fresh
- * write must reach every member).
+ * number) and read linearizably on any node. An etcd client sends transactions, lease grants,
+ * keep-alives and revokes through the host as etcd's services do, and linearizable Ranges;
+ * every node runs the production {@link Lessor} on its own virtual clock, proposing expiries
+ * through its host. The {@link SafetyChecker} with a {@link KvModel} checks every step (every
+ * replica's whole state, etcd metadata and leases included, after every entry it applies);
+ * the {@link LeaseTimingChecker} checks that no lease expires early. A run ends with a
+ * liveness phase (faults off, all restarted, a fresh write must reach every member), then a
+ * lease drain (nobody keeps leases alive: every lease must expire on every member).
  */
 import { InvalidArgumentError, NotLeaderError, UnavailableError } from "../../../src/errors.ts";
 import {
