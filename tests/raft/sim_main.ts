@@ -6,7 +6,8 @@
  *                                                                   alternating) and count passes
  *
  * `--strict-leases` also fails a seed on a keep-alive acknowledged for a lease whose expiry
- * was already proposed and then applied after it (see sim/lease_checker.ts; counted otherwise).
+ * was already proposed and then applied after it, and on an expiry appended in another term
+ * than its lessor decided it in (see sim/lease_checker.ts; both are counted otherwise).
  * Exits 1 if any seed fails, printing the command that replays it.
  */
 import { parseArgs } from "node:util";

@@ -107,7 +107,8 @@ export interface SimOptions {
   readonly trace?: (line: string) => void;
   /**
    * Also fail on a keep-alive acknowledged after its lease's expiry was proposed but applied
-   * before it (see lease_checker.ts, bound 3); otherwise such races are only counted.
+   * before it, and on an expiry appended in another term than it was decided in (see
+   * lease_checker.ts, bounds 3 and 4); otherwise both are only counted.
    */
   readonly strictLeases?: boolean;
 }
@@ -300,7 +301,9 @@ class HostSimulation {
     this.#etcdRng = new SeededRng((this.#seed ^ 0xe7cd_0018) >>> 0);
     this.#model.onRevoke = (r) =>
       this.#guard(() => {
-        if (r.expired) this.#leaseChecker.expiryApplied(r.leaseId, r.index, payloadKey(r.data));
+        if (r.expired) {
+          this.#leaseChecker.expiryApplied(r.leaseId, r.index, r.term, payloadKey(r.data));
+        }
         this.#log(
           `lease ${r.leaseId} ${
             r.expired ? "expires" : "is revoked"
@@ -405,6 +408,7 @@ class HostSimulation {
           duplicatesSkipped: this.#model.duplicates,
           ...this.#model.etcdStats,
           keepAliveRaces: this.#leaseChecker.races,
+          forwardedExpiries: this.#leaseChecker.forwarded,
           events: this.#sched.events,
           ...this.#net.stats,
         },

@@ -115,6 +115,8 @@ export function resultText(r: CommandResult): string {
 export interface RevokeApplied {
   readonly leaseId: number;
   readonly index: number;
+  /** The term of the entry that carried it. */
+  readonly term: number;
   readonly expired: boolean;
   /** The keys it deleted, all at `index`. */
   readonly keys: readonly string[];
@@ -139,6 +141,8 @@ export class KvModel implements EntryModel {
   readonly #state = new Map<string, KeyState>();
   readonly #leases = new Map<number, ModelLease>();
   #revision = 0;
+  /** The term of the entry being applied. */
+  #term = 0;
   /** key → its changes in index order: (index, text or undefined when absent). */
   readonly #history = new Map<string, { index: number; value: string | undefined }[]>();
   readonly #sessions = new Map<string, { lastSeq: number; result: CommandResult }>();
@@ -188,6 +192,7 @@ export class KvModel implements EntryModel {
       }
     }
     const before = this.#revision;
+    this.#term = entry.term;
     const result = this.#execute(entry.index, cmd, entry.data);
     if (this.#revision < before) {
       throw new InvariantViolation(
@@ -362,7 +367,14 @@ export class KvModel implements EntryModel {
         if (cmd.expired) this.etcdStats.leaseExpiries++;
         else this.etcdStats.leaseRevokes++;
         this.etcdStats.leaseKeysDeleted += keys.length;
-        this.onRevoke?.({ leaseId: cmd.leaseId, index, expired: cmd.expired, keys, data });
+        this.onRevoke?.({
+          leaseId: cmd.leaseId,
+          index,
+          term: this.#term,
+          expired: cmd.expired,
+          keys,
+          data,
+        });
         return { ok: true, version: index, revision: keys.length > 0 ? index : this.#revision };
       }
       default:

@@ -9,7 +9,11 @@
  *    keep-alive of the lease acknowledged before the proposal;
  * 3. a grant or keep-alive acknowledged after an expiry was proposed, but applied before that
  *    expiry, was answered for a lease that then ended less than a TTL after it (a race of the
- *    two in the log); counted, and a failure when `strict`.
+ *    two in the log); counted, and a failure when `strict`;
+ * 4. an expiry is carried by an entry of the term its lessor decided it in: one that another
+ *    leader appended later (a proposal the host retried and forwarded after its node stepped
+ *    down) expires a lease on a deposed leader's decision, ignoring the new leader's full
+ *    TTL; counted, and a failure when `strict`.
  *
  * That the keys of a revoked or expired lease all go at the revoke's revision, on every
  * replica, and that a put to an ended lease fails, is the KV model's part (kv_model.ts).
@@ -53,6 +57,8 @@ export class LeaseTimingChecker {
   readonly #expired = new Map<number, { index: number; proposal: ExpiryProposal }>();
   /** Renewals answered after the expiry that ended their lease was proposed (see 3). */
   races = 0;
+  /** Expiries applied from an entry of another term than the one they were decided in (4). */
+  forwarded = 0;
   proposals = 0;
 
   constructor(strict: boolean) {
@@ -121,14 +127,28 @@ export class LeaseTimingChecker {
     }
   }
 
-  /** The common sequence applied the expiry of lease `id` at `index` (payload `key`). */
-  expiryApplied(id: number, index: number, key: string): void {
+  /**
+   * The common sequence applied the expiry of lease `id` at `index`, in an entry of `term`
+   * (payload `key`).
+   */
+  expiryApplied(id: number, index: number, term: number, key: string): void {
     const proposal = this.#proposals.get(key);
     if (!proposal) {
       throw new InvariantViolation(
         "lease expiry",
         `the expiry of lease ${id} applied at ${index} was proposed by no node's lessor`,
       );
+    }
+    if (proposal.term !== term) {
+      this.forwarded++;
+      if (this.#strict) {
+        throw new InvariantViolation(
+          "lease expiry",
+          `the expiry of lease ${id} that ${proposal.node} decided as leader of term ${proposal.term} at ${
+            proposal.atMs.toFixed(1)
+          } was appended in term ${term} (applied at ${index}): another leader carried out a deposed leader's decision`,
+        );
+      }
     }
     this.#expired.set(id, { index, proposal });
     for (const r of this.#renewals.get(id) ?? []) {
