@@ -12,6 +12,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { PermissionDeniedError } from "../errors.ts";
 import { EtcdError } from "../kv/mod.ts";
+import { type ComponentLogger, getLogger } from "../log/mod.ts";
 import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
 import { subjectOf } from "../server/kv_service.ts";
 import { applyHere, type EtcdBackend } from "./backend.ts";
@@ -28,13 +29,19 @@ export interface LeaseServiceOptions {
   readonly stamp: () => { timeMs: number; clockSource: string };
   /** Lease ids for grants that ask for none. Default: random in [1, 2^52). */
   readonly newLeaseId?: () => number;
+  /** Where slow and failed keep-alives are logged. Default the `lease` component. */
+  readonly log?: ComponentLogger;
 }
+
+/** A keep-alive answered later than this is logged (a TTL is 2 s at least). */
+const SLOW_KEEPALIVE_MS = 1000;
 
 const NOT_FOUND = () => new EtcdError("NOT_FOUND", "etcdserver: requested lease not found");
 
 /** Builds the handlers of `etcdserverpb.Lease`. */
 export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServiceImplementation {
   const { backend, lessor } = opts;
+  const log = opts.log ?? getLogger("lease", backend.nodeId);
   const newId = opts.newLeaseId ?? (() => 1 + Math.floor(Math.random() * (2 ** 52 - 1)));
 
   async function mayUse(subject: string, leaseId: number): Promise<void> {
@@ -174,9 +181,11 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
       let queue: Promise<void> = Promise.resolve();
       let closed = false;
       call.on("data", (req: { ID: number }) => {
+        const arrived = performance.now();
         queue = queue.then(async () => {
           if (closed) return;
           let ttl = 0;
+          const began = performance.now();
           try {
             ttl = await keepAlive(subject, req.ID);
           } catch (error) {
@@ -184,12 +193,23 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
             // treats the lease as expired); a denied or failed one ends the stream.
             if (!(error instanceof EtcdError && error.code === "NOT_FOUND")) {
               const st = toEtcdStatus(error);
+              log.info("keep-alive failed: stream closed", {
+                lease: req.ID,
+                took_ms: Math.round(performance.now() - began),
+                queued_ms: Math.round(began - arrived),
+                error: error instanceof Error ? error.message : String(error),
+              });
               closed = true;
               call.destroy(Object.assign(new Error(st.details), st));
               report("/etcdserverpb.Lease/LeaseKeepAlive", startedMs, subject, error);
               return;
             }
           }
+          const tookMs = performance.now() - began;
+          const queuedMs = Math.round(began - arrived);
+          const fields = { lease: req.ID, took_ms: Math.round(tookMs), queued_ms: queuedMs, ttl };
+          if (tookMs + queuedMs > SLOW_KEEPALIVE_MS) log.warn("slow keep-alive", fields);
+          else if (log.isEnabled("debug")) log.debug("keep-alive", fields);
           if (!closed) call.write({ header: header(backend), ID: req.ID, TTL: ttl });
         });
       });

@@ -7,6 +7,7 @@
  * at worst a lease lives one TTL longer than its last keep-alive.
  */
 import { type Command, keyBytes } from "../kv/mod.ts";
+import { type ComponentLogger, getLogger } from "../log/mod.ts";
 import type { EtcdBackend } from "./backend.ts";
 
 /** Shortest TTL granted, in seconds: shorter requests are raised to it, as etcd does. */
@@ -33,6 +34,8 @@ export interface LessorOptions {
    * simulator passes a node's virtual clock).
    */
   readonly every?: (ms: number, fn: () => void) => () => void;
+  /** Where renewals at promotion and revokes are logged. Default the `lessor` component. */
+  readonly log?: ComponentLogger;
 }
 
 function everyInterval(ms: number, fn: () => void): () => void {
@@ -47,6 +50,7 @@ export class Lessor {
   readonly #now: () => number;
   readonly #checkMs: number;
   readonly #every: (ms: number, fn: () => void) => () => void;
+  readonly #log: ComponentLogger;
   readonly #deadline = new Map<number, number>();
   readonly #revoking = new Set<number>();
   /** The term this node last saw itself lead in (0: not leading at the last check). */
@@ -60,6 +64,7 @@ export class Lessor {
     this.#now = options.nowMs ?? (() => performance.now());
     this.#checkMs = options.checkMs ?? 250;
     this.#every = options.every ?? everyInterval;
+    this.#log = options.log ?? getLogger("lessor", options.backend.nodeId);
   }
 
   /** Starts following the store's leases and checking expiry. */
@@ -69,8 +74,15 @@ export class Lessor {
     this.#renewAll();
     this.#unsubscribe = [
       store.onLease((e) => {
-        if (e.type === "revoke") this.#deadline.delete(e.leaseId);
-        else this.#deadline.set(e.leaseId, this.#now() + e.ttlSeconds * 1000);
+        if (e.type !== "revoke") {
+          this.#deadline.set(e.leaseId, this.#now() + e.ttlSeconds * 1000);
+          return;
+        }
+        this.#deadline.delete(e.leaseId);
+        this.#log.info("lease revoked", {
+          lease: e.leaseId,
+          reason: e.expired ? "expired" : "revoked",
+        });
       }),
       store.onReset(() => this.#renewAll()),
     ];
@@ -100,7 +112,13 @@ export class Lessor {
   check(): void {
     const status = this.#backend.raftStatus();
     const leading = status.leader === this.#backend.nodeId;
-    if (leading && status.term !== this.#leadingTerm) this.#renewAll();
+    if (leading && status.term !== this.#leadingTerm) {
+      this.#renewAll();
+      this.#log.info("leading: every lease renewed for its full TTL", {
+        term: status.term,
+        leases: this.#deadline.size,
+      });
+    }
     this.#leadingTerm = leading ? status.term : 0;
     if (!leading) return;
     const now = this.#now();
@@ -109,6 +127,11 @@ export class Lessor {
       if (deadline > now || this.#revoking.has(id)) continue;
       if (++started > REVOKES_PER_CHECK) break;
       this.#revoking.add(id);
+      this.#log.info("lease expired: proposing its revoke", {
+        lease: id,
+        term: status.term,
+        overdue_ms: Math.round(now - deadline),
+      });
       const cmd: Command = {
         type: "leaseRevoke",
         key: "",
@@ -116,7 +139,12 @@ export class Lessor {
         expired: true,
         ...this.#stamp(),
       };
-      this.#backend.apply(cmd).catch(() => undefined).finally(() => this.#revoking.delete(id));
+      this.#backend.apply(cmd).catch((err: unknown) => {
+        this.#log.warn("revoke of an expired lease failed", {
+          lease: id,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }).finally(() => this.#revoking.delete(id));
     }
   }
 

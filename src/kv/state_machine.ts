@@ -105,6 +105,8 @@ export interface LeaseEvent {
   readonly type: "grant" | "keepalive" | "revoke";
   readonly leaseId: number;
   readonly ttlSeconds: number;
+  /** A revoke only: the leader's lessor revoked it on expiry (not a client's LeaseRevoke). */
+  readonly expired?: boolean;
 }
 
 /** Default {@link KvStateMachineOptions.maxLeases}. */
@@ -971,7 +973,12 @@ export class KvStateMachine {
           if (current) this.#remove(key, current);
         }
         this.#leases.delete(l.id);
-        this.#leaseEvent({ type: "revoke", leaseId: l.id, ttlSeconds: l.ttlSeconds });
+        this.#leaseEvent({
+          type: "revoke",
+          leaseId: l.id,
+          ttlSeconds: l.ttlSeconds,
+          expired: cmd.expired,
+        });
         const changed = this.#events.length > 0;
         return { ok: true, version: index, revision: changed ? index : this.#revision };
       }

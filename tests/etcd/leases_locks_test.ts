@@ -86,8 +86,17 @@ Deno.test({
     const bin = await buildClientv3();
     const c = await startCluster({ size: 3 });
     const dir = await Deno.makeTempDir({ prefix: "mokv-locks-" });
+    // A failed step carries every node's output tail (t.step reports a failure, not throws).
+    const step = (name: string, fn: () => Promise<void>) =>
+      t.step(name, async () => {
+        try {
+          await fn();
+        } catch (err) {
+          throw c.explain(err);
+        }
+      });
     try {
-      await t.step("an expired lease's keys vanish on every node at one revision", async () => {
+      await step("an expired lease's keys vanish on every node at one revision", async () => {
         const id =
           (await ok(c, ["lease", "grant", "2"], { endpoints: [c.addrs[1]] })).split(" ")[1];
         await ok(c, ["put", "--lease", id, "leased/a", "1"], { endpoints: [c.addrs[2]] });
@@ -117,7 +126,7 @@ Deno.test({
         assert(revs.every((r) => r >= start), `revisions ${revs}`);
       });
 
-      await t.step("a kept-alive lease survives a SIGKILL of the leader", async () => {
+      await step("a kept-alive lease survives a SIGKILL of the leader", async () => {
         const leader = await c.leader();
         const follower = c.nodes.find((n) => n.name !== leader.name)!;
         const id = (await ok(c, ["lease", "grant", "3"], { endpoints: [follower.rpcAddr] }))
@@ -144,7 +153,7 @@ Deno.test({
         }
       });
 
-      await t.step(
+      await step(
         "etcdctl lock: five holders never overlap, also when one is SIGKILLed",
         async () => {
           const file = `${dir}/etcdctl-lock.txt`;
@@ -194,7 +203,7 @@ Deno.test({
         },
       );
 
-      await t.step(
+      await step(
         "clientv3 Mutex: five holders never overlap through holder and leader kills",
         async () => {
           const file = `${dir}/mutex.txt`;
@@ -233,7 +242,7 @@ Deno.test({
         },
       );
 
-      await t.step(
+      await step(
         "clientv3 Election: the next candidate leads within a TTL of the leader's death",
         async () => {
           const args = (v: string) => [
