@@ -10,7 +10,7 @@
  * the key, as any put.
  */
 import * as grpc from "@grpc/grpc-js";
-import { PermissionDeniedError } from "../errors.ts";
+import { PermissionDeniedError, UnavailableError } from "../errors.ts";
 import { EtcdError } from "../kv/mod.ts";
 import { type ComponentLogger, getLogger } from "../log/mod.ts";
 import type { AuthorizeFn, RequestInfo } from "../server/kv_service.ts";
@@ -35,6 +35,23 @@ export interface LeaseServiceOptions {
 
 /** A keep-alive answered later than this is logged (a TTL is 2 s at least). */
 const SLOW_KEEPALIVE_MS = 1000;
+/**
+ * How long a keep-alive goes again while no leader can take it, in ms: etcd's follower also
+ * retries its forward to the leader within its request timeout rather than fail the stream.
+ */
+const KEEPALIVE_RETRY_MS = 5000;
+/** Pause between those tries (etcd's 50 ms). */
+const KEEPALIVE_RETRY_PAUSE_MS = 50;
+
+/**
+ * Whether a keep-alive that failed with `error` may go again: only when this node could not
+ * get it to a leader (none yet, the forward's connection to a dead leader lost, the write
+ * timed out). A keep-alive only restarts its lease's TTL, so one applied twice does no harm;
+ * etcd's answers (lease not found) and refusals are final.
+ */
+export function retryableKeepAlive(error: unknown): boolean {
+  return error instanceof UnavailableError;
+}
 
 const NOT_FOUND = () => new EtcdError("NOT_FOUND", "etcdserver: requested lease not found");
 
@@ -105,6 +122,31 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
     if (r.etcdError) throw failureError(r.etcdError);
     // Applied here too by now (a forwarded result does not carry the TTL): read it locally.
     return backend.store.lease(id)?.ttlSeconds ?? 0;
+  }
+
+  /** `keepAlive`, tried again through a leader change while the stream is `open`. */
+  async function keepAliveThroughElection(
+    subject: string,
+    id: number,
+    open: () => boolean,
+  ): Promise<number> {
+    const deadline = performance.now() + KEEPALIVE_RETRY_MS;
+    for (let attempt = 1;; attempt++) {
+      try {
+        const ttl = await keepAlive(subject, id);
+        if (attempt > 1) log.info("keep-alive went through on a retry", { lease: id, attempt });
+        return ttl;
+      } catch (error) {
+        if (!retryableKeepAlive(error) || !open() || performance.now() >= deadline) throw error;
+        if (attempt === 1) {
+          log.info("keep-alive found no leader: retrying", {
+            lease: id,
+            error: error instanceof Error ? error.message : String(error),
+          });
+        }
+        await new Promise((r) => setTimeout(r, KEEPALIVE_RETRY_PAUSE_MS));
+      }
+    }
   }
 
   return {
@@ -187,10 +229,13 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
           let ttl = 0;
           const began = performance.now();
           try {
-            ttl = await keepAlive(subject, req.ID);
+            ttl = await keepAliveThroughElection(subject, req.ID, () => !closed);
           } catch (error) {
             // etcd answers a keep-alive of an unknown lease with TTL 0 (the client then
-            // treats the lease as expired); a denied or failed one ends the stream.
+            // treats the lease as expired); a denied or failed one ends the stream with its
+            // status, and the client opens a new one. (grpc-js sends the status of an
+            // emitted "error"; call.destroy() would leave the client's stream open and
+            // unanswered: its keep-alives unread until its lease expired.)
             if (!(error instanceof EtcdError && error.code === "NOT_FOUND")) {
               const st = toEtcdStatus(error);
               log.info("keep-alive failed: stream closed", {
@@ -200,7 +245,7 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
                 error: error instanceof Error ? error.message : String(error),
               });
               closed = true;
-              call.destroy(Object.assign(new Error(st.details), st));
+              call.emit("error", Object.assign(new Error(st.details), st));
               report("/etcdserverpb.Lease/LeaseKeepAlive", startedMs, subject, error);
               return;
             }
