@@ -51,7 +51,7 @@ import {
 import { SeededRng } from "../../../src/rng.ts";
 import { SafetyChecker } from "./checker.ts";
 import { Disk } from "./disk.ts";
-import { KvModel, valueText } from "./kv_model.ts";
+import { entryText, KvModel, leaseKey, leaseText, REVISION_KEY } from "./kv_model.ts";
 import { ManualClock } from "./manual_clock.ts";
 import { Scheduler, settle } from "./scheduler.ts";
 import { SimDisk, SimKvFile } from "./sim_kv.ts";
@@ -512,7 +512,7 @@ export class Cluster {
             id,
             key,
             fsm.appliedIndex,
-            e ? valueText(e.value, e.version) : undefined,
+            e ? entryText(e) : undefined,
           );
         }),
       (err) => {
@@ -621,7 +621,7 @@ export class Cluster {
       nodeId: m.id,
       rpcAddr: `${m.id}:1`,
       storage: this.#recordingStore(m, storage, generation),
-      fsm: this.#observedFsm(m, fsm),
+      fsm: this.#observedFsm(m, fsm, generation),
       results: { encode: encodeResult, decode: decodeResult },
       transport: (handlers) => {
         m.handlers = handlers;
@@ -739,15 +739,22 @@ export class Cluster {
     };
   }
 
-  /** The real state machine, with the checker told of every restore. */
-  #observedFsm(m: Member, fsm: KvStateMachine): StateMachine<CommandResult> {
+  /** The real state machine, with the checker told of every restore and every apply. */
+  #observedFsm(m: Member, fsm: KvStateMachine, generation: number): StateMachine<CommandResult> {
     const checker = this.checker;
     const guard = (fn: () => void) => this.#guard(fn);
     return {
       get appliedIndex() {
         return fsm.appliedIndex;
       },
-      apply: (index, data) => fsm.apply(index, data),
+      apply: (index, data) => {
+        const result = fsm.apply(index, data);
+        // Every replica at this index holds the same keys, metadata, revision and leases.
+        if (m.generation === generation) {
+          guard(() => checker.stateObserved(m.id, fsm.appliedIndex, stateOf(fsm)));
+        }
+        return result;
+      },
       markApplied: (index) => fsm.markApplied(index),
       snapshot: () => fsm.snapshot(),
       restore(data) {
@@ -837,6 +844,8 @@ class ManualTransport implements Transport {
 
 function stateOf(fsm: KvStateMachine): Map<string, string> {
   const out = new Map<string, string>();
-  for (const item of fsm.list()) out.set(item.key, valueText(item.value, item.version));
+  for (const item of fsm.list()) out.set(item.key, entryText(item));
+  if (fsm.revision > 0) out.set(REVISION_KEY, String(fsm.revision));
+  for (const l of fsm.leases()) out.set(leaseKey(l.id), leaseText(l.ttlSeconds, l.keys));
   return out;
 }
