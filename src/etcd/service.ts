@@ -413,7 +413,9 @@ export function createEtcdHandlers(opts: EtcdServiceOptions): {
         () => report("/etcdserverpb.Maintenance/Snapshot", startedMs, subject),
         (error: unknown) => {
           const st = toEtcdStatus(error);
-          call.destroy(Object.assign(new Error(st.details), st));
+          // emit("error") sends the status; call.destroy() would leave the client's stream
+          // open with no answer (as the Lease service learned).
+          call.emit("error", Object.assign(new Error(st.details), st));
           report("/etcdserverpb.Maintenance/Snapshot", startedMs, subject, error);
         },
       );

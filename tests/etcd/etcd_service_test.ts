@@ -10,6 +10,7 @@ import { assert, assertEquals } from "../helpers/assert.ts";
 import { etcdServiceDefinitions } from "../../src/api/mod.ts";
 import { localEtcdBackend } from "../../src/etcd/mod.ts";
 import { LocalBackend } from "../../src/server/mod.ts";
+import { UnavailableError } from "../../src/errors.ts";
 import { startHarness } from "../server/_helpers.ts";
 
 const te = new TextEncoder();
@@ -344,6 +345,31 @@ Deno.test("api.KV Set with a lease: the key goes with the lease; an unknown leas
     assertEquals(gone.code, grpc.status.NOT_FOUND, "deleted with its lease");
   } finally {
     lease.close();
+    await h.close();
+  }
+});
+
+Deno.test("etcd Snapshot: a snapshot that fails ends the stream with etcd's status, not a hang", async () => {
+  const local = new LocalBackend({ nodeId: "n1", rpcAddr: "127.0.0.1:1" });
+  const etcd = {
+    ...localEtcdBackend(local),
+    snapshot: () => Promise.reject(new UnavailableError("no leader")),
+  };
+  const h = await startHarness({ backend: local, etcd });
+  const maint = client("Maintenance", h.address) as unknown as grpc.Client & {
+    Snapshot(req: unknown, opts: grpc.CallOptions): grpc.ClientReadableStream<unknown>;
+  };
+  try {
+    const stream = maint.Snapshot({}, { deadline: Date.now() + 5000 });
+    const err = await new Promise<grpc.ServiceError>((resolve, reject) => {
+      stream.on("data", () => reject(new Error("a failed snapshot sent data")));
+      stream.on("error", (e: grpc.ServiceError) => resolve(e));
+      stream.on("end", () => reject(new Error("the stream ended without a status")));
+    });
+    assertEquals(err.code, grpc.status.UNAVAILABLE, err.details);
+    assert(err.details !== "Deadline exceeded", `answered at once: ${err.details}`);
+  } finally {
+    maint.close();
     await h.close();
   }
 });
