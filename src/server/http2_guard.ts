@@ -35,6 +35,12 @@ const GOAWAY = 0x7;
  */
 export const MAX_FRAME_PAYLOAD_BYTES = 16_384;
 
+/**
+ * Bytes the guard takes from HTTP/2 ahead of the socket before it holds HTTP/2 back (the
+ * socket's own buffer counts).
+ */
+const WRITE_AHEAD_BYTES = 1024 * 1024;
+
 /** Default time from injection until the whole client preface has arrived. */
 export const DEFAULT_PREFACE_TIMEOUT_MS = 10_000;
 
@@ -127,32 +133,26 @@ export interface GuardOptions {
  * deadline, or a frame longer than {@link MAX_FRAME_PAYLOAD_BYTES} destroys the connection.
  */
 export function guardHttp2Socket(socket: SocketLike, options: GuardOptions): Duplex {
+  const out = new WriteCoalescer(socket);
   const guarded = new Duplex({
     read() {
       socket.resume();
     },
     write(chunk: Uint8Array, _encoding, cb) {
-      socket.write(chunk, (err?: Error | null) => cb(err ?? null));
+      out.add(chunk, cb);
     },
-    // While one write is in flight, the frames HTTP/2 produces meanwhile (headers, data and
-    // trailers of many responses) queue up and go out here as one write: one syscall.
     writev(chunks: { chunk: Uint8Array }[], cb) {
-      let total = 0;
-      for (const c of chunks) total += c.chunk.length;
-      const joined = new Uint8Array(total);
-      let at = 0;
-      for (const c of chunks) {
-        joined.set(c.chunk, at);
-        at += c.chunk.length;
-      }
-      socket.write(joined, (err?: Error | null) => cb(err ?? null));
+      for (let i = 0; i < chunks.length - 1; i++) out.add(chunks[i].chunk);
+      out.add(chunks[chunks.length - 1].chunk, cb);
     },
     final(cb) {
+      out.flush();
       socket.end();
       cb();
     },
     destroy(err, cb) {
       clearTimeout(prefaceTimer);
+      out.drop();
       socket.destroy();
       cb(err);
     },
@@ -190,6 +190,57 @@ export function guardHttp2Socket(socket: SocketLike, options: GuardOptions): Dup
   socket.on("error", (err: Error) => guarded.destroy(err));
   guarded.on("error", () => {});
   return guarded;
+}
+
+/**
+ * Joins everything HTTP/2 writes in one turn of the event loop (the headers, data and trailers
+ * of every response finished in that turn) into one socket write: one TLS record and one
+ * syscall instead of one per frame, and a response's trailers never wait for an earlier
+ * write's callback. Writes are acknowledged at once while less than
+ * {@link WRITE_AHEAD_BYTES} wait, else once the socket drains. The bytes are copied: a
+ * writer may reuse its buffer after the callback.
+ */
+class WriteCoalescer {
+  #buf = new Uint8Array(16 * 1024);
+  #len = 0;
+  #queued = false;
+
+  constructor(private readonly socket: SocketLike) {}
+
+  /** Takes `chunk` for the next flush; `cb` runs once more may be written. */
+  add(chunk: Uint8Array, cb?: (err: Error | null) => void): void {
+    if (this.#len + chunk.length > this.#buf.length) {
+      let size = this.#buf.length * 2;
+      while (size < this.#len + chunk.length) size *= 2;
+      const grown = new Uint8Array(size);
+      grown.set(this.#buf.subarray(0, this.#len));
+      this.#buf = grown;
+    }
+    this.#buf.set(chunk, this.#len);
+    this.#len += chunk.length;
+    if (!this.#queued) {
+      this.#queued = true;
+      queueMicrotask(() => this.flush());
+    }
+    if (!cb) return;
+    if (this.socket.writableLength + this.#len <= WRITE_AHEAD_BYTES) cb(null);
+    else this.socket.once("drain", () => cb(null));
+  }
+
+  /** Writes what is waiting, now. */
+  flush(): void {
+    this.#queued = false;
+    if (this.#len === 0) return;
+    const data = this.#buf.slice(0, this.#len);
+    this.#len = 0;
+    if (this.#buf.length > 64 * 1024) this.#buf = new Uint8Array(16 * 1024);
+    if (!this.socket.destroyed) this.socket.write(data);
+  }
+
+  /** Forgets what is waiting (the connection is gone). */
+  drop(): void {
+    this.#len = 0;
+  }
 }
 
 /**
