@@ -10,8 +10,8 @@
 #   OWN=1 WATCHERS=1000 RATE=2000 bash bench/etcd_watch.sh
 # Against the example cluster (example/start_nodes.sh):  bash bench/etcd_watch.sh
 # Against etcd or another cluster: ENDPOINTS=a:1,b:2 CERTS=/dir bash bench/etcd_watch.sh
-# Knobs: WATCHERS (1000) RATE (2000) DURATION (10s) CONNS (4). Heavy: run it under the
-# machine's benchmark lock, e.g. flock /tmp/mokv-heavy.lock bash bench/etcd_watch.sh.
+# Knobs: WATCHERS (1000) RATE (2000) DURATION (10s) CONNS (4) WRITERS (32 concurrent puts).
+# Heavy: run it under the machine's benchmark lock, e.g. flock /tmp/mokv-heavy.lock bash bench/etcd_watch.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CERTS="${CERTS:-${MOKV_CONFIG_DIR:-$HOME/.mokv}}"
@@ -28,5 +28,5 @@ ENDPOINTS="${ENDPOINTS:-127.0.0.1:8400,127.0.0.1:8402,127.0.0.1:8404}"
 "$ROOT/clientv3check" -mode=watch-bench -endpoints="$ENDPOINTS" \
   -cacert="$CERTS/ca.pem" -cert="$CERTS/root-client.pem" -key="$CERTS/root-client-key.pem" \
   -prefix="bench-watch/$(date +%s)/" -watchers="${WATCHERS:-1000}" -rate="${RATE:-2000}" \
-  -duration="${DURATION:-10s}" -conns="${CONNS:-4}" -timeout=120s
+  -duration="${DURATION:-10s}" -conns="${CONNS:-4}" -writers="${WRITERS:-32}" -timeout=120s
 if [[ ${OWN:-0} == 1 ]]; then bash bench/etcd_cluster.sh rss; fi

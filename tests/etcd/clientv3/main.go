@@ -61,6 +61,7 @@ var (
 	conns     = flag.Int("conns", 4, "watch-bench: client connections the watchers share")
 	rate      = flag.Int("rate", 2000, "watch-bench: writes per second")
 	duration  = flag.Duration("duration", 10*time.Second, "watch-bench: how long to write")
+	writers   = flag.Int("writers", 32, "watch-bench: concurrent writers the paced producer feeds")
 	name      = flag.String("name", "lock", "lock/campaign: the mutex or election name")
 	ttl       = flag.Int("ttl", 2, "lock/campaign: session TTL in seconds")
 	file      = flag.String("file", "", "lock: the file holders append to")
@@ -277,13 +278,13 @@ func watchBench(ctx context.Context) {
 	ready.Wait()
 	interval := time.Second / time.Duration(*rate)
 	t0 := time.Now()
-	// A paced producer and 32 concurrent writers: one writer cannot reach the rate alone.
+	// A paced producer and -writers concurrent writers: one writer cannot reach the rate alone.
 	todo := make(chan int, 1024)
-	var writers sync.WaitGroup
-	for w := 0; w < 32; w++ {
-		writers.Add(1)
+	var writing sync.WaitGroup
+	for w := 0; w < *writers; w++ {
+		writing.Add(1)
 		go func() {
-			defer writers.Done()
+			defer writing.Done()
 			for i := range todo {
 				k := fmt.Sprintf("%s%08d", *prefix, i)
 				if _, err := writer.Put(ctx, k, "v"); err != nil {
@@ -302,7 +303,7 @@ func watchBench(ctx context.Context) {
 		todo <- i
 	}
 	close(todo)
-	writers.Wait()
+	writing.Wait()
 	wrote := time.Since(t0)
 	finished := make(chan struct{})
 	go func() { done.Wait(); close(finished) }()
