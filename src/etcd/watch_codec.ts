@@ -190,12 +190,16 @@ export interface WatchResponseParts {
  * write.
  */
 export class WatchFrames {
+  readonly #initialBytes: number;
   #buf: Uint8Array;
   #at = 0;
   #count = 0;
+  /** Bytes the last {@link take} returned: the next buffer starts about that large. */
+  #lastBytes = 0;
 
   constructor(initialBytes = 16 * 1024) {
-    this.#buf = new Uint8Array(initialBytes);
+    this.#initialBytes = initialBytes;
+    this.#buf = new Uint8Array(0);
   }
 
   /** Framed bytes appended so far. */
@@ -246,7 +250,9 @@ export class WatchFrames {
   /** The framed bytes appended so far; the buffer starts over empty. */
   take(): Uint8Array {
     const out = this.#buf.subarray(0, this.#at);
-    this.#buf = new Uint8Array(Math.max(16 * 1024, Math.min(this.#buf.length, 1024 * 1024)));
+    // The bytes handed out are never written again; the next append allocates afresh.
+    this.#lastBytes = this.#at;
+    this.#buf = new Uint8Array(0);
     this.#at = 0;
     this.#count = 0;
     return out;
@@ -254,7 +260,8 @@ export class WatchFrames {
 
   #ensure(more: number): void {
     if (this.#at + more <= this.#buf.length) return;
-    const next = new Uint8Array(Math.max(this.#buf.length * 2, this.#at + more));
+    const first = Math.max(this.#initialBytes, Math.min(this.#lastBytes, 1024 * 1024));
+    const next = new Uint8Array(Math.max(first, this.#buf.length * 2, this.#at + more));
     next.set(this.#buf.subarray(0, this.#at));
     this.#buf = next;
   }
