@@ -16,7 +16,7 @@
  * keep-alives and revokes through the host as etcd's services do, and linearizable Ranges;
  * every node runs the production {@link Lessor} on its own virtual clock, proposing expiries
  * through its host. The {@link SafetyChecker} with a {@link KvModel} checks every step (every
- * replica's whole state, etcd metadata and leases included, after every entry it applies);
+ * replica's whole state, etcd metadata and leases included, after every etcd command it applies);
  * the {@link LeaseTimingChecker} checks that no lease expires early. A run ends with a
  * liveness phase (faults off, all restarted, a fresh write must reach every member), then a
  * lease drain (nobody keeps leases alive: every lease must expire on every member).
