@@ -35,6 +35,14 @@ export interface LeaseServiceOptions {
 
 /** A keep-alive answered later than this is logged (a TTL is 2 s at least). */
 const SLOW_KEEPALIVE_MS = 1000;
+/** Keep-alives of one stream being renewed at once; beyond it the stream stops reading. */
+export const MAX_KEEPALIVES_IN_FLIGHT = 128;
+
+/** How one pipelined keep-alive ended. */
+type KeepAliveOutcome =
+  | { readonly ttl: number; readonly doneMs: number }
+  | { readonly error: unknown; readonly doneMs: number }
+  | { readonly skipped: true };
 /**
  * How long a keep-alive goes again while no leader can take it, in ms: etcd's follower also
  * retries its forward to the leader within its request timeout rather than fail the stream.
@@ -220,17 +228,30 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
     LeaseKeepAlive: (call: grpc.ServerDuplexStream<{ ID: number }, unknown>) => {
       const startedMs = performance.now();
       const subject = subjectOf(call);
+      // Keep-alives are pipelined: each starts its Raft round trip as it arrives (at most
+      // MAX_KEEPALIVES_IN_FLIGHT per stream; beyond that the stream stops reading), and only
+      // the answers are chained, so they go out in request order.
       let queue: Promise<void> = Promise.resolve();
       let closed = false;
+      let inFlight = 0;
       call.on("data", (req: { ID: number }) => {
         const arrived = performance.now();
+        if (++inFlight >= MAX_KEEPALIVES_IN_FLIGHT) call.pause();
+        const outcome = closed
+          ? Promise.resolve<KeepAliveOutcome>({ skipped: true })
+          : keepAliveThroughElection(subject, req.ID, () => !closed).then(
+            (ttl): KeepAliveOutcome => ({ ttl, doneMs: performance.now() }),
+            (error: unknown): KeepAliveOutcome => ({ error, doneMs: performance.now() }),
+          );
         queue = queue.then(async () => {
-          if (closed) return;
+          const r = await outcome;
+          if (--inFlight < MAX_KEEPALIVES_IN_FLIGHT && !closed) call.resume();
+          if (closed || "skipped" in r) return;
+          const tookMs = r.doneMs - arrived;
+          const queuedMs = Math.round(performance.now() - r.doneMs);
           let ttl = 0;
-          const began = performance.now();
-          try {
-            ttl = await keepAliveThroughElection(subject, req.ID, () => !closed);
-          } catch (error) {
+          if ("error" in r) {
+            const error = r.error;
             // etcd answers a keep-alive of an unknown lease with TTL 0 (the client then
             // treats the lease as expired); a denied or failed one ends the stream with its
             // status, and the client opens a new one. (grpc-js sends the status of an
@@ -240,8 +261,7 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
               const st = toEtcdStatus(error);
               log.info("keep-alive failed: stream closed", {
                 lease: req.ID,
-                took_ms: Math.round(performance.now() - began),
-                queued_ms: Math.round(began - arrived),
+                took_ms: Math.round(tookMs),
                 error: error instanceof Error ? error.message : String(error),
               });
               closed = true;
@@ -249,13 +269,13 @@ export function createLeaseHandlers(opts: LeaseServiceOptions): grpc.UntypedServ
               report("/etcdserverpb.Lease/LeaseKeepAlive", startedMs, subject, error);
               return;
             }
+          } else {
+            ttl = r.ttl;
           }
-          const tookMs = performance.now() - began;
-          const queuedMs = Math.round(began - arrived);
           const fields = { lease: req.ID, took_ms: Math.round(tookMs), queued_ms: queuedMs, ttl };
           if (tookMs + queuedMs > SLOW_KEEPALIVE_MS) log.warn("slow keep-alive", fields);
           else if (log.isEnabled("debug")) log.debug("keep-alive", fields);
-          if (!closed) call.write({ header: header(backend), ID: req.ID, TTL: ttl });
+          call.write({ header: header(backend), ID: req.ID, TTL: ttl });
         });
       });
       const end = () => {

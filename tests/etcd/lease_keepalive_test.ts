@@ -6,7 +6,7 @@
  * without a status and the client's keep-alives went unread until its lease expired.
  */
 import * as grpc from "@grpc/grpc-js";
-import { assertEquals } from "../helpers/assert.ts";
+import { assert, assertEquals } from "../helpers/assert.ts";
 import { etcdServiceDefinitions } from "../../src/api/mod.ts";
 import { InvalidArgumentError } from "../../src/errors.ts";
 import { type EtcdBackend, localEtcdBackend } from "../../src/etcd/mod.ts";
@@ -96,4 +96,64 @@ Deno.test("etcd lease keep-alive: one that fails for good ends the stream with i
     assertEquals(await firstWord(lease, id), "status INVALID_ARGUMENT", "the client sees why");
     assertEquals(attempts(), 1, "a refusal is not tried again");
   });
+});
+
+Deno.test("etcd lease keep-alive: keep-alives on one stream are pipelined, answered in order", async () => {
+  // Each keep-alive of lease `slow` takes 150 ms; one of `fast` right behind it must not
+  // wait for it to start (it did, when each request waited for the previous one), yet the
+  // answers come back in request order.
+  const local = new LocalBackend({ nodeId: "n1", rpcAddr: "127.0.0.1:1" });
+  const base = localEtcdBackend(local);
+  let slow = -1;
+  const started: number[] = [];
+  const events: string[] = [];
+  const backend: EtcdBackend = {
+    ...base,
+    apply: async (cmd: Command) => {
+      if (cmd.type === "leaseKeepAlive") {
+        started.push(cmd.leaseId!);
+        events.push(`start ${cmd.leaseId === slow ? "slow" : "fast"}`);
+        if (cmd.leaseId === slow) await new Promise((r) => setTimeout(r, 150));
+        events.push(`end ${cmd.leaseId === slow ? "slow" : "fast"}`);
+      }
+      return base.apply(cmd);
+    },
+  };
+  const h = await startHarness({ backend: local, etcd: backend });
+  const Ctor = grpc.makeGenericClientConstructor(etcdServiceDefinitions.Lease, "Lease");
+  const lease = new Ctor(h.address, grpc.credentials.createInsecure()) as unknown as LeaseClient;
+  try {
+    slow = await grant(lease, 30);
+    const fast = await grant(lease, 10);
+    const s = lease.LeaseKeepAlive();
+    const sent: number[] = [];
+    for (let i = 0; i < 20; i++) sent.push(i % 2 === 0 ? slow : fast);
+    const answers = await new Promise<{ ID: number; TTL: number }[]>((resolve, reject) => {
+      const got: { ID: number; TTL: number }[] = [];
+      const timer = setTimeout(() => reject(new Error(`only ${got.length} answers`)), 10_000);
+      s.on("data", (r) => {
+        got.push({ ID: Number(r.ID), TTL: Number(r.TTL) });
+        if (got.length === sent.length) {
+          clearTimeout(timer);
+          resolve(got);
+        }
+      });
+      s.on("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      for (const id of sent) s.write({ ID: id });
+    });
+    s.cancel();
+    assertEquals(answers.map((a) => a.ID), sent, "one answer per request, in request order");
+    assertEquals(answers.map((a) => a.TTL), sent.map((id) => id === slow ? 30 : 10));
+    assertEquals(started.length, sent.length, "each keep-alive applied once");
+    assert(
+      events.indexOf("start fast") < events.indexOf("end slow"),
+      `the fast lease's keep-alive began before the slow one ended: ${events.join(", ")}`,
+    );
+  } finally {
+    lease.close();
+    await h.close();
+  }
 });
