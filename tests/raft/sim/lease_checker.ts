@@ -3,10 +3,10 @@
  * decided on the leader's clock (issue 18), so every bound is measured on the clock of the
  * node that proposed the expiry:
  *
- * 1. on a leader in term T, no expiry is proposed before a full TTL has passed since the
- *    node became leader of T (a new leader gives every lease its full TTL again);
- * 2. no expiry is proposed before a full TTL has passed since the invocation of any grant or
- *    keep-alive of the lease acknowledged before the proposal;
+ * 1. an expiry proposed on a leader of term T was proposed a full TTL or more after the node
+ *    became leader of T (a new leader gives every lease its full TTL again);
+ * 2. it was proposed a full TTL or more after the invocation of any grant or keep-alive of the
+ *    lease acknowledged before the proposal;
  * 3. a grant or keep-alive acknowledged after an expiry was proposed, but applied before that
  *    expiry, was answered for a lease that then ended less than a TTL after it (a race of the
  *    two in the log); counted, and a failure when `strict`;
@@ -89,26 +89,33 @@ export class LeaseTimingChecker {
     if (expiry && expiry.index > index) this.#checkRace(expiry.proposal, r);
   }
 
-  /** A lessor proposes the expiry `p` (payload `key`): bounds 1 and 2. */
+  /**
+   * A lessor proposes the expiry `p` (payload `key`). It is judged once applied: a deposed
+   * leader that still believes it leads may propose what never commits.
+   */
   proposed(key: string, p: ExpiryProposal): void {
     this.proposals++;
     this.#proposals.set(key, p);
+  }
+
+  /** Bounds 1 and 2 for the expiry `p` that the common sequence applied. */
+  #checkDecision(p: ExpiryProposal): void {
     const ttl = this.#ttlMs.get(p.leaseId);
     if (ttl === undefined) return; // a lease of no acknowledged grant
     const elected = this.#elected.get(`${p.node}/${p.term}`);
     if (elected === undefined) {
       throw new InvariantViolation(
         "lease expiry",
-        `${p.node} proposes the expiry of lease ${p.leaseId} in term ${p.term}, which it was never seen leading`,
+        `${p.node} proposed the expiry of lease ${p.leaseId} in term ${p.term}, which it was never seen leading`,
       );
     }
     const sinceElection = (p.atMs - elected) * p.rate;
     if (sinceElection < ttl - 1e-6) {
       throw new InvariantViolation(
         "lease expiry",
-        `${p.node} proposes the expiry of lease ${p.leaseId} (TTL ${ttl} ms) ${
+        `${p.node} proposed the expiry of lease ${p.leaseId} (TTL ${ttl} ms) ${
           sinceElection.toFixed(1)
-        } ms on its clock after it became leader of term ${p.term}: a new leader must give every lease its full TTL first`,
+        } ms on its clock after it became leader of term ${p.term}, and it applied: a new leader must give every lease its full TTL first`,
       );
     }
     for (const r of this.#renewals.get(p.leaseId) ?? []) {
@@ -117,11 +124,11 @@ export class LeaseTimingChecker {
       if (since < ttl - 1e-6) {
         throw new InvariantViolation(
           "lease expiry",
-          `${p.node} proposes the expiry of lease ${p.leaseId} (TTL ${ttl} ms) ${
-            since.toFixed(1)
-          } ms on its clock after the ${r.what} acknowledged at ${
+          `${p.node} proposed the expiry of lease ${p.leaseId} (TTL ${ttl} ms) at ${
+            p.atMs.toFixed(1)
+          }, ${since.toFixed(1)} ms on its clock after the ${r.what} acknowledged at ${
             r.ackedMs.toFixed(1)
-          } (applied at ${r.index}) was sent`,
+          } (applied at ${r.index}) was sent, and it applied`,
         );
       }
     }
@@ -150,6 +157,7 @@ export class LeaseTimingChecker {
         );
       }
     }
+    this.#checkDecision(proposal);
     this.#expired.set(id, { index, proposal });
     for (const r of this.#renewals.get(id) ?? []) {
       if (r.index < index) this.#checkRace(proposal, r);

@@ -21,11 +21,20 @@ Deno.test("lease checker: an expiry a full TTL after the election and the last r
   assertEquals(c.races + c.forwarded, 0);
 });
 
-Deno.test("lease checker: an expiry less than a TTL after the proposer's election fails", () => {
+Deno.test("lease checker: a deposed leader's early expiry that never applies is no failure", () => {
+  const c = new LeaseTimingChecker(true);
+  c.granted(1, 1);
+  c.leading("n1#1", 3, 1000);
+  c.proposed("p", proposal(1200));
+  assertEquals(c.proposals, 1);
+});
+
+Deno.test("lease checker: an applied expiry less than a TTL after the proposer's election fails", () => {
   const c = new LeaseTimingChecker(false);
   c.granted(1, 1);
   c.leading("n1#1", 3, 1000);
-  const err = assertThrows(() => c.proposed("p", proposal(1900)), InvariantViolation);
+  c.proposed("p", proposal(1900));
+  const err = assertThrows(() => c.expiryApplied(1, 9, 3, "p"), InvariantViolation);
   assert(err.message.includes("became leader of term 3"), err.message);
 });
 
@@ -35,8 +44,10 @@ Deno.test("lease checker: TTLs are measured on the proposer's clock", () => {
   c.leading("n1#1", 3, 0);
   c.renewed(1, 5, 100, 120, "keep-alive");
   // 1000 virtual ms on a clock running 20% slow are 800 ms on it: too early.
-  assertThrows(() => c.proposed("p", proposal(1100, { rate: 0.8 })), InvariantViolation);
-  c.proposed("q", proposal(1100, { rate: 1.2, node: "n1#1" }));
+  c.proposed("p", proposal(1100, { rate: 0.8 }));
+  assertThrows(() => c.expiryApplied(1, 9, 3, "p"), InvariantViolation);
+  c.proposed("q", proposal(1100, { rate: 1.2 }));
+  c.expiryApplied(1, 9, 3, "q");
 });
 
 Deno.test("lease checker: a keep-alive acknowledged before the proposal binds it", () => {
@@ -44,7 +55,8 @@ Deno.test("lease checker: a keep-alive acknowledged before the proposal binds it
   c.granted(1, 1);
   c.leading("n1#1", 3, 0);
   c.renewed(1, 7, 900, 950, "keep-alive");
-  const err = assertThrows(() => c.proposed("p", proposal(1500)), InvariantViolation);
+  c.proposed("p", proposal(1500));
+  const err = assertThrows(() => c.expiryApplied(1, 9, 3, "p"), InvariantViolation);
   assert(err.message.includes("keep-alive acknowledged at 950.0"), err.message);
 });
 
