@@ -26,6 +26,12 @@ export interface EtcdBackend {
   /** "https" with TLS, "http" in the plaintext development mode (member URLs). */
   readonly scheme: "http" | "https";
   apply(cmd: Command): Promise<CommandResult>;
+  /**
+   * Applies a decision this node took as leader of `term` (a lease expiry): only while it
+   * still leads that term, never forwarded or retried (see `ReplicationHost.apply`). Without
+   * it (a single process, always its own leader) the lessor uses `apply`.
+   */
+  applyAsLeader?(cmd: Command, term: number): Promise<CommandResult>;
   readBarrier(consistency: ReadConsistency): Promise<void>;
   raftStatus(): EtcdRaftStatus;
   servers(): Promise<ServerInfo[]>;

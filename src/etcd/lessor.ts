@@ -18,7 +18,10 @@ export const MAX_LEASE_TTL_SECONDS = 9_000_000_000;
 const REVOKES_PER_CHECK = 256;
 
 /** What the lessor needs of the node: its id, the local state machine, writes, Raft status. */
-export type LessorBackend = Pick<EtcdBackend, "nodeId" | "store" | "apply" | "raftStatus">;
+export type LessorBackend = Pick<
+  EtcdBackend,
+  "nodeId" | "store" | "apply" | "applyAsLeader" | "raftStatus"
+>;
 
 /** Settings of a {@link Lessor}. */
 export interface LessorOptions {
@@ -139,7 +142,13 @@ export class Lessor {
         expired: true,
         ...this.#stamp(),
       };
-      this.#backend.apply(cmd).catch((err: unknown) => {
+      // A decision of this leadership: never forwarded to, or retried by, a later leader,
+      // which gave the lease its full TTL again and decides for itself.
+      const backend = this.#backend;
+      const proposal = backend.applyAsLeader
+        ? backend.applyAsLeader(cmd, status.term)
+        : backend.apply(cmd);
+      proposal.catch((err: unknown) => {
         this.#log.warn("revoke of an expired lease failed", {
           lease: id,
           error: err instanceof Error ? err.message : String(err),

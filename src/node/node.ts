@@ -160,6 +160,7 @@ export class MokvNode implements KvBackend {
         store: fsm,
         scheme: tls ? "https" : "http",
         apply: (cmd) => ref.node!.apply(cmd),
+        applyAsLeader: (cmd, term) => host.apply(encodeCommand(cmd), { leaderTerm: term }),
         readBarrier: (c) => ref.node!.readBarrier(c),
         raftStatus: () => {
           const st = host.status();

@@ -387,13 +387,23 @@ export class ReplicationHost<R> {
    * Replicates the command `data` and resolves with its result once committed and applied
    * here. On a follower the write is forwarded to the leader. Waits for a leader up to the
    * request timeout; retries only where the write certainly did not happen.
+   *
+   * With `leaderTerm`, the write is a decision this node took as leader of that term (a lease
+   * expiry on its clock): it is appended here only while this node still leads that term,
+   * never forwarded and never retried, so no later leader carries out a deposed one's
+   * decision. Otherwise it fails with {@link NotLeaderError}.
    */
-  async apply(data: Uint8Array): Promise<R> {
+  async apply(data: Uint8Array, options: { leaderTerm?: number } = {}): Promise<R> {
     const deadline = this.clock.now() + this.requestTimeoutMs;
+    const leaderTerm = options.leaderTerm;
     for (let attempt = 0;; attempt++) {
       this.throwIfFatal();
       if (!this.running) throw new UnavailableError("node is shutting down");
       const st = this.raft.status();
+      if (leaderTerm !== undefined) {
+        if (st.role !== "leader" || st.term !== leaderTerm) throw new NotLeaderError(undefined);
+        return await this.proposeLocal(data, deadline);
+      }
       try {
         if (st.role === "leader") return await this.proposeLocal(data, deadline);
         const addr = st.leader === "" ? undefined : this.addressOf(st.leader);

@@ -159,7 +159,7 @@ export function runSimulation(options: SimOptions): Promise<SimReport> {
   return new HostSimulation(options).run();
 }
 
-interface SimNodeState {
+interface NodeSlot {
   readonly id: NodeId;
   disk: SimDisk;
   /** Bumped on every crash: late callbacks of an older incarnation are ignored. */
@@ -244,7 +244,7 @@ class HostSimulation {
   /** Every lease id ever granted (a put may aim at one that ended). */
   readonly #leaseIds: number[] = [];
   #nextLeaseId = 1;
-  readonly #nodes = new Map<NodeId, SimNodeState>();
+  readonly #nodes = new Map<NodeId, NodeSlot>();
   readonly #ids: NodeId[];
   readonly #faults: LinkFaults;
   readonly #heartbeatTicks: number;
@@ -355,9 +355,9 @@ class HostSimulation {
     );
   }
 
-  #addNode(id: NodeId): SimNodeState {
+  #addNode(id: NodeId): NodeSlot {
     const rng = this.#rng;
-    const node: SimNodeState = {
+    const node: NodeSlot = {
       id,
       disk: new SimDisk(),
       generation: 0,
@@ -449,13 +449,13 @@ class HostSimulation {
 
   // ---- nodes ---------------------------------------------------------------------------
 
-  #up(): SimNodeState[] {
+  #up(): NodeSlot[] {
     return [...this.#nodes.values()].filter((n) => n.status === "up");
   }
 
   /** The up leader of the highest term, if any. */
-  #leader(): SimNodeState | undefined {
-    let best: SimNodeState | undefined;
+  #leader(): NodeSlot | undefined {
+    let best: NodeSlot | undefined;
     let bestTerm = -1;
     for (const n of this.#up()) {
       const st = n.host!.status();
@@ -487,7 +487,7 @@ class HostSimulation {
     return Math.max(1, Math.floor((config.voters.length - 1) / 2)) - down;
   }
 
-  #start(node: SimNodeState): void {
+  #start(node: NodeSlot): void {
     const bootstrap = node.bootstrap;
     const generation = ++node.generation;
     node.status = "starting";
@@ -542,7 +542,7 @@ class HostSimulation {
       }));
   }
 
-  #commitMs(node: SimNodeState): number {
+  #commitMs(node: NodeSlot): number {
     const rng = this.#rng;
     if (this.#faultsOn && this.#sched.now < node.slowDiskUntil) return 30 + rng.float() * 300;
     const ms = 0.2 + rng.float() * 2;
@@ -559,7 +559,7 @@ class HostSimulation {
     return ms;
   }
 
-  #onFatal(node: SimNodeState, generation: number, err: Error): void {
+  #onFatal(node: NodeSlot, generation: number, err: Error): void {
     if (node.generation !== generation) return;
     if (node.kv?.failed) {
       this.#stats.failedSaves++;
@@ -575,7 +575,7 @@ class HostSimulation {
   }
 
   /** Crashes `node`; the commit in flight lands if `land` (default: at random). */
-  #crash(node: SimNodeState, how: string, land?: boolean): void {
+  #crash(node: NodeSlot, how: string, land?: boolean): void {
     if (node.status === "down") return;
     node.generation++;
     node.status = "down";
@@ -591,7 +591,7 @@ class HostSimulation {
     this.#log(`crash ${node.id} (${how})`);
   }
 
-  #restart(node: SimNodeState): void {
+  #restart(node: NodeSlot): void {
     if (node.status !== "down" || node.gone) return;
     this.#stats.restarts++;
     this.#log(`restart ${node.id} from its disk`);
@@ -603,7 +603,7 @@ class HostSimulation {
    * configuration of at least three voters, and one more voter may go down. (A voter lost
    * while a change is pending, or from two voters, leaves no quorum at all, in any Raft.)
    */
-  #diskLossVictim(): SimNodeState | undefined {
+  #diskLossVictim(): NodeSlot | undefined {
     const leader = this.#leader();
     if (!leader || this.#crashBudget() <= 0) return undefined;
     const st = leader.host!.status();
@@ -615,7 +615,7 @@ class HostSimulation {
   }
 
   /** The node's disk is gone for good: it comes back empty under a new id. */
-  #loseDisk(node: SimNodeState): void {
+  #loseDisk(node: NodeSlot): void {
     this.#crash(node, "and loses its disk");
     node.gone = true;
     this.#disksLost++;
@@ -626,7 +626,7 @@ class HostSimulation {
     this.#start(fresh);
   }
 
-  #hooks(node: SimNodeState, generation: number) {
+  #hooks(node: NodeSlot, generation: number) {
     return {
       onSoftState: (ss: { leader: string; role: string; term: number }) =>
         this.#guard(() => {
@@ -657,7 +657,7 @@ class HostSimulation {
   }
 
   /** The real storage, with the checker watching what the host hands it. */
-  #recordingStore(node: SimNodeState, storage: RaftStorage, generation: number): LogStore {
+  #recordingStore(node: NodeSlot, storage: RaftStorage, generation: number): LogStore {
     const live = () => node.generation === generation;
     return {
       load: async (): Promise<PersistedState> => {
@@ -723,7 +723,7 @@ class HostSimulation {
 
   /** The real state machine, with the checker told of every restore. */
   #observedFsm(
-    node: SimNodeState,
+    node: NodeSlot,
     fsm: KvStateMachine,
     generation: number,
   ): StateMachine<CommandResult> {
@@ -758,6 +758,7 @@ class HostSimulation {
       },
       markApplied: (index) => fsm.markApplied(index),
       snapshot: () => fsm.snapshot(),
+      snapshotSteps: () => fsm.snapshotSteps(),
       restore(data) {
         fsm.restore(data);
         revision = fsm.revision;
@@ -986,7 +987,7 @@ class HostSimulation {
     }
   }
 
-  #changeMembership(leader: SimNodeState): void {
+  #changeMembership(leader: NodeSlot): void {
     if (leader.status !== "up") return;
     const rng = this.#rng;
     const st = leader.host!.status();
@@ -1071,7 +1072,7 @@ class HostSimulation {
     const seq = client.seq;
     const cmd = this.#command(client, node.clock!.now(), liveness);
     this.#stats.writes++;
-    const attempt = (n: SimNodeState, tries: number): Promise<number> => {
+    const attempt = (n: NodeSlot, tries: number): Promise<number> => {
       const host = n.host!;
       return host.apply(encodeCommand({ ...cmd, timeMs: Math.floor(n.clock!.now()) })).then(
         (result) => {
@@ -1124,7 +1125,7 @@ class HostSimulation {
   }
 
   /** One linearizable read of a random key on `on` (default: a random up node). */
-  #read(on?: SimNodeState, only?: string): void {
+  #read(on?: NodeSlot, only?: string): void {
     // The stale-read trap chooses when its follower reads (see #springReadTrap).
     const up = this.#up().filter((n) => n.id !== this.#readTrap?.follower);
     if (up.length === 0) return;
@@ -1160,7 +1161,7 @@ class HostSimulation {
    * its host as the node does; the lease checker sees every proposal as it is made.
    */
   #startLessor(
-    node: SimNodeState,
+    node: NodeSlot,
     generation: number,
     host: ReplicationHost<CommandResult>,
     fsm: KvStateMachine,
@@ -1168,6 +1169,26 @@ class HostSimulation {
   ): void {
     const live = () => node.generation === generation && node.host === host;
     const label = `${node.id}#${generation}`;
+    // As the node does: an expiry is proposed as a decision of its leadership (leaderTerm).
+    const propose = (cmd: Command, leaderTerm?: number): Promise<CommandResult> => {
+      if (!live()) return Promise.reject(new UnavailableError(`${node.id} is down`));
+      const data = encodeCommand(cmd);
+      if (cmd.type === "leaseRevoke" && cmd.expired) {
+        this.#stats.expiryProposals++;
+        const term = leaderTerm ?? host.status().term;
+        this.#log(`${node.id} proposes the expiry of lease ${cmd.leaseId} in term ${term}`);
+        this.#guard(() =>
+          this.#leaseChecker.proposed(payloadKey(data), {
+            leaseId: cmd.leaseId,
+            node: label,
+            term,
+            atMs: this.#sched.now,
+            rate: node.skewRate,
+          })
+        );
+      }
+      return host.apply(data, { leaderTerm });
+    };
     const lessor = node.lessor = new Lessor({
       backend: {
         nodeId: node.id,
@@ -1185,25 +1206,8 @@ class HostSimulation {
             isLearner: st.config.learners.includes(node.id),
           };
         },
-        apply: (cmd) => {
-          if (!live()) return Promise.reject(new UnavailableError(`${node.id} is down`));
-          const data = encodeCommand(cmd);
-          if (cmd.type === "leaseRevoke" && cmd.expired) {
-            this.#stats.expiryProposals++;
-            const term = host.status().term;
-            this.#log(`${node.id} proposes the expiry of lease ${cmd.leaseId} in term ${term}`);
-            this.#guard(() =>
-              this.#leaseChecker.proposed(payloadKey(data), {
-                leaseId: cmd.leaseId,
-                node: label,
-                term,
-                atMs: this.#sched.now,
-                rate: node.skewRate,
-              })
-            );
-          }
-          return host.apply(data);
-        },
+        apply: (cmd) => propose(cmd),
+        applyAsLeader: (cmd, term) => propose(cmd, term),
       },
       stamp: () => this.#stamp(node),
       nowMs: () => clock.now(),
@@ -1217,7 +1221,7 @@ class HostSimulation {
   }
 
   /** What every etcd command carries: a reading of the node's clock, and which clock. */
-  #stamp(node: SimNodeState): { timeMs: number; clockSource: string } {
+  #stamp(node: NodeSlot): { timeMs: number; clockSource: string } {
     return { timeMs: Math.floor(node.clock!.now()), clockSource: node.clockSource! };
   }
 
@@ -1236,7 +1240,7 @@ class HostSimulation {
   }
 
   /** The node an etcd client talks to: mostly the leader, else any up node. */
-  #etcdNode(): SimNodeState | undefined {
+  #etcdNode(): NodeSlot | undefined {
     const up = this.#up();
     if (up.length === 0) return undefined;
     const leader = this.#leader();
@@ -1274,7 +1278,7 @@ class HostSimulation {
    */
   #etcdApply(
     client: EtcdClient,
-    node: SimNodeState,
+    node: NodeSlot,
     cmd: Command,
     what: string,
   ): Promise<{ result: CommandResult; index: number } | undefined> {
@@ -1303,7 +1307,7 @@ class HostSimulation {
     );
   }
 
-  #grant(client: EtcdClient, node: SimNodeState): void {
+  #grant(client: EtcdClient, node: NodeSlot): void {
     const rng = this.#etcdRng;
     const leaseId = this.#nextLeaseId++;
     const ttlSeconds = rng.float() < 0.9 ? 1 : 2;
@@ -1367,7 +1371,7 @@ class HostSimulation {
     });
   }
 
-  #revoke(client: EtcdClient, node: SimNodeState, id: number): void {
+  #revoke(client: EtcdClient, node: NodeSlot, id: number): void {
     client.leases.delete(id);
     const cmd: Command = {
       type: "leaseRevoke",
@@ -1379,7 +1383,7 @@ class HostSimulation {
     this.#busy(client, this.#etcdApply(client, node, cmd, `revoke of lease ${id}`));
   }
 
-  #txn(client: EtcdClient, node: SimNodeState): void {
+  #txn(client: EtcdClient, node: NodeSlot): void {
     const rng = this.#etcdRng;
     const own = [...client.leases.keys()];
     const tag = `${client.id}.${client.count}`;
@@ -1402,7 +1406,7 @@ class HostSimulation {
   }
 
   /** A linearizable etcd Range (of every key, or one), as the KV service serves it. */
-  #range(client: EtcdClient, node: SimNodeState): void {
+  #range(client: EtcdClient, node: NodeSlot): void {
     const rng = this.#etcdRng;
     const keys = rng.float() < 0.7 ? KEYS : [pick(rng, KEYS)];
     const req = rangeRequest(
