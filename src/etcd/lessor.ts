@@ -135,11 +135,14 @@ export class Lessor {
         term: status.term,
         overdue_ms: Math.round(now - deadline),
       });
+      // With the last renewal seen applied: one still in the log voids this expiry.
+      const renewedIndex = this.#backend.store.lease(id)?.renewedIndex;
       const cmd: Command = {
         type: "leaseRevoke",
         key: "",
         leaseId: id,
         expired: true,
+        ...(renewedIndex !== undefined ? { renewedIndex } : {}),
         ...this.#stamp(),
       };
       // A decision of this leadership: never forwarded to, or retried by, a later leader,

@@ -14,7 +14,7 @@
  * [txn]            blob etcdserverpb.TxnRequest (etcd's protobuf encoding)
  * [compact]        u53 revision
  * [leaseGrant]     u53 leaseId | u53 ttlSeconds | str owner
- * [leaseRevoke]    u53 leaseId | u8 expired
+ * [leaseRevoke]    u53 leaseId | u8 expired (0 no, 1 yes, 2 yes and u53 renewedIndex follows)
  * [leaseKeepAlive] u53 leaseId
  * [expectValue]    blob expectValue
  * [expectVersion]  u53 expectVersion
@@ -136,6 +136,13 @@ export interface LeaseRevokeCommand extends CommandBase {
   readonly type: "leaseRevoke";
   readonly leaseId: number;
   readonly expired: boolean;
+  /**
+   * An expiry only: the index of the lease's last grant or keep-alive the lessor had seen
+   * applied when it decided. A renewal applied after it (a keep-alive already in the log
+   * when the expiry was decided) voids the expiry, so no acknowledged keep-alive is followed
+   * by its lease's end less than a TTL later.
+   */
+  readonly renewedIndex?: number;
 }
 
 /**
@@ -350,7 +357,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
       size += 8 + 8 + 4 + utf8Length(cmd.owner);
       break;
     case "leaseRevoke":
-      size += 8 + 1;
+      size += 8 + 1 + (cmd.renewedIndex !== undefined ? 8 : 0);
       break;
     case "leaseKeepAlive":
       size += 8;
@@ -392,7 +399,12 @@ export function encodeCommand(cmd: Command): Uint8Array {
     w.str(cmd.owner, utf8Length(cmd.owner));
   } else if (cmd.type === "leaseRevoke") {
     w.u53(cmd.leaseId);
-    w.u8(cmd.expired ? 1 : 0);
+    if (cmd.expired && cmd.renewedIndex !== undefined) {
+      w.u8(2);
+      w.u53(cmd.renewedIndex);
+    } else {
+      w.u8(cmd.expired ? 1 : 0);
+    }
   } else if (cmd.type === "leaseKeepAlive") w.u53(cmd.leaseId);
   else if (cmd.type !== "delete") w.blob(cmd.value);
   if (cmd.type === "set" && cmd.lease) w.u53(cmd.lease);
@@ -482,7 +494,13 @@ export function decodeCommand(bytes: Uint8Array): Command {
       break;
     case TYPE_CODES.leaseRevoke:
       if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");
-      cmd = { type: "leaseRevoke", ...base, leaseId: r.u53(), expired: r.u8() === 1 };
+      {
+        const leaseId = r.u53();
+        const flag = r.u8();
+        cmd = flag === 2
+          ? { type: "leaseRevoke", ...base, leaseId, expired: true, renewedIndex: r.u53() }
+          : { type: "leaseRevoke", ...base, leaseId, expired: flag === 1 };
+      }
       break;
     case TYPE_CODES.leaseKeepAlive:
       if (expectFlags) throw new InvalidArgumentError("only cas carries an expectation");

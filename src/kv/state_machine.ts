@@ -98,6 +98,8 @@ export interface LeaseInfo {
   readonly owner: string;
   /** The keys attached to it. */
   readonly keys: ReadonlySet<string>;
+  /** Index of its grant or of its last keep-alive applied. */
+  readonly renewedIndex: number;
 }
 
 /** A lease command applied: every node's lessor restarts or drops its TTL clock on it. */
@@ -119,6 +121,7 @@ interface Lease {
   readonly ttlSeconds: number;
   readonly owner: string;
   readonly keys: Set<string>;
+  renewedIndex: number;
 }
 
 /**
@@ -182,7 +185,9 @@ const SNAPSHOT_MAGIC = [0x4d, 0x4b, 0x56, 0x53]; // "MKVS"
  * Version 3 adds etcd's key metadata (create revision, writes, lease) and the store revision;
  * version 2 added clock anchors, session subjects and refusals; versions 1 and 2 still restore.
  */
-const SNAPSHOT_VERSION = 3;
+const SNAPSHOT_VERSION = 4;
+/** Before leases kept the index of their last renewal. */
+const SNAPSHOT_VERSION_3 = 3;
 const SNAPSHOT_VERSION_2 = 2;
 const LEGACY_SNAPSHOT_VERSION = 1;
 const R_OK = 1, R_VALUE = 2, R_HAS_EXISTED = 4, R_EXISTED = 8, R_LENGTH = 16, R_REFUSED = 32;
@@ -537,7 +542,8 @@ export class KvStateMachine {
       logTimeMs: this.#logTimeMs,
       revision: this.#revision,
       compacted: this.#compacted,
-      leases: [...this.#leases.values()],
+      // Copies: a lease's renewedIndex changes in place as keep-alives apply.
+      leases: [...this.#leases.values()].map((l) => ({ ...l })),
       clocks: [...this.#clocks],
       sessions: [...this.#sessions.values()],
     });
@@ -557,13 +563,14 @@ export class KvStateMachine {
     }
     const version = r.u8();
     if (
-      version !== SNAPSHOT_VERSION && version !== SNAPSHOT_VERSION_2 &&
-      version !== LEGACY_SNAPSHOT_VERSION
+      version !== SNAPSHOT_VERSION && version !== SNAPSHOT_VERSION_3 &&
+      version !== SNAPSHOT_VERSION_2 && version !== LEGACY_SNAPSHOT_VERSION
     ) {
       throw new InvalidArgumentError(`unknown snapshot version ${version}`);
     }
     const legacy = version === LEGACY_SNAPSHOT_VERSION;
-    const withMeta = version === SNAPSHOT_VERSION;
+    const withMeta = version === SNAPSHOT_VERSION || version === SNAPSHOT_VERSION_3;
+    const withRenewals = version === SNAPSHOT_VERSION;
     const appliedIndex = r.u53();
     const logTimeMs = r.u53();
     let revision = withMeta ? r.u53() : 0;
@@ -602,7 +609,10 @@ export class KvStateMachine {
     const leaseCount = withMeta ? r.u32() : 0;
     for (let i = 0; i < leaseCount; i++) {
       const id = r.u53();
-      leases.set(id, { id, ttlSeconds: r.u53(), owner: r.str(), keys: new Set() });
+      const ttlSeconds = r.u53();
+      const owner = r.str();
+      const renewedIndex = withRenewals ? r.u53() : 0;
+      leases.set(id, { id, ttlSeconds, owner, keys: new Set(), renewedIndex });
     }
     // Attachments live in the keys' metadata: rebuild each lease's key set from them.
     for (let i = 0; i < keys.length; i++) {
@@ -949,6 +959,7 @@ export class KvStateMachine {
           ttlSeconds: cmd.ttlSeconds,
           owner: cmd.owner,
           keys: new Set<string>(),
+          renewedIndex: index,
         };
         this.#leases.set(l.id, l);
         this.#leaseEvent({ type: "grant", leaseId: l.id, ttlSeconds: l.ttlSeconds });
@@ -959,6 +970,7 @@ export class KvStateMachine {
         if (!l) {
           return this.#etcdFailure(ETCD_ERRORS.leaseNotFound());
         }
+        l.renewedIndex = index;
         this.#leaseEvent({ type: "keepalive", leaseId: l.id, ttlSeconds: l.ttlSeconds });
         return { ok: true, version: index, ttlSeconds: l.ttlSeconds, revision: this.#revision };
       }
@@ -966,6 +978,16 @@ export class KvStateMachine {
         const l = this.#leases.get(cmd.leaseId);
         if (!l) {
           return this.#etcdFailure(ETCD_ERRORS.leaseNotFound());
+        }
+        // An expiry decided before a renewal that applied since (a keep-alive already in the
+        // log then) is void: that keep-alive was acknowledged with a full TTL.
+        if (cmd.expired && cmd.renewedIndex !== undefined && l.renewedIndex > cmd.renewedIndex) {
+          return this.#etcdFailure(
+            new EtcdError(
+              "FAILED_PRECONDITION",
+              `mokv: lease ${l.id} was renewed at ${l.renewedIndex}, after its expiry was decided`,
+            ),
+          );
         }
         // Every key of the lease is deleted at this revision (watchers see the DELETEs).
         for (const key of [...l.keys].sort(compareKeys)) {
@@ -1075,7 +1097,7 @@ class SnapshotEncoder implements SnapshotSteps {
   #startWriting(): void {
     const st = this.#state;
     let size = this.#size + 4;
-    for (const l of st.leases) size += 8 + 8 + 4 + utf8Length(l.owner);
+    for (const l of st.leases) size += 8 + 8 + 4 + utf8Length(l.owner) + 8;
     size += 4;
     for (const [source] of st.clocks) size += 4 + utf8Length(source) + 8 + 8;
     size += 4;
@@ -1120,6 +1142,7 @@ class SnapshotEncoder implements SnapshotSteps {
       w.u53(l.id);
       w.u53(l.ttlSeconds);
       w.str(l.owner, utf8Length(l.owner));
+      w.u53(l.renewedIndex);
     }
     w.u32(st.clocks.length);
     for (const [source, anchor] of st.clocks) {

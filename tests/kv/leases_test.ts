@@ -5,6 +5,7 @@
 import { assert, assertEquals } from "../helpers/assert.ts";
 import {
   type Command,
+  decodeCommand,
   encodeCommand,
   KvStateMachine,
   type LeaseEvent,
@@ -93,4 +94,72 @@ Deno.test("leases: snapshots keep leases and their keys; a restored replica revo
   other.apply(s.index, revoke);
   assertEquals(other.snapshot(), s.sm.snapshot(), "same state after the revoke");
   assertEquals(other.keyCount, 0, "keys deleted");
+});
+
+Deno.test("leases: an expiry decided before a keep-alive that applied since is void", () => {
+  const s = new Store();
+  s.grant(7, 5);
+  s.put("held", 7);
+  const grantedAt = s.sm.lease(7)!.renewedIndex;
+  assertEquals(grantedAt, 1, "the grant's index");
+  // The leader's lessor decides the expiry having seen the grant only; a keep-alive already in
+  // the log applies first and is acknowledged with a full TTL.
+  const decided = s.sm.lease(7)!.renewedIndex;
+  assert(s.run({ type: "leaseKeepAlive", key: "", timeMs: 0, leaseId: 7 }).ok, "keep-alive");
+  assertEquals(s.sm.lease(7)!.renewedIndex, s.index, "renewed at the keep-alive's index");
+  const stale = s.run({
+    type: "leaseRevoke",
+    key: "",
+    timeMs: 0,
+    leaseId: 7,
+    expired: true,
+    renewedIndex: decided,
+  });
+  assertEquals(stale.ok, false, "the stale expiry is refused");
+  assertEquals(stale.etcdError?.code, "FAILED_PRECONDITION", stale.etcdError?.message);
+  assert(s.sm.lease(7) !== undefined, "the lease lives on");
+  assertEquals(s.sm.range(rangeRequest({ key: b("held") })).kvs.length, 1, "with its key");
+  // An expiry decided after the last renewal applies; so does one without the field (older
+  // nodes), and a client's revoke is never conditional.
+  const current = s.sm.lease(7)!.renewedIndex;
+  const r = s.run({
+    type: "leaseRevoke",
+    key: "",
+    timeMs: 0,
+    leaseId: 7,
+    expired: true,
+    renewedIndex: current,
+  });
+  assert(r.ok, "an expiry that saw the last renewal");
+  assertEquals(s.sm.lease(7), undefined);
+  assertEquals(s.sm.range(rangeRequest({ key: b("held") })).kvs.length, 0, "its key gone");
+  s.grant(8);
+  s.run({ type: "leaseKeepAlive", key: "", timeMs: 0, leaseId: 8 });
+  assert(
+    s.run({ type: "leaseRevoke", key: "", timeMs: 0, leaseId: 8, expired: true }).ok,
+    "an expiry without renewedIndex is unconditional",
+  );
+});
+
+Deno.test("leases: renewedIndex is encoded in expiries and kept in snapshots", () => {
+  const cmd: Command = {
+    type: "leaseRevoke",
+    key: "",
+    timeMs: 5,
+    leaseId: 9,
+    expired: true,
+    renewedIndex: 123_456,
+  };
+  const back = decodeCommand(encodeCommand(cmd));
+  assertEquals(back.type === "leaseRevoke" && back.renewedIndex, 123_456, "round trip");
+  const plain = decodeCommand(
+    encodeCommand({ type: "leaseRevoke", key: "", timeMs: 5, leaseId: 9, expired: false }),
+  );
+  assertEquals(plain.type === "leaseRevoke" && plain.renewedIndex, undefined, "absent");
+  const s = new Store();
+  s.grant(3);
+  s.run({ type: "leaseKeepAlive", key: "", timeMs: 0, leaseId: 3 });
+  const restored = new KvStateMachine();
+  restored.restore(s.sm.snapshot());
+  assertEquals(restored.lease(3)!.renewedIndex, 2, "a restored replica voids the same expiries");
 });

@@ -126,6 +126,8 @@ export interface RevokeApplied {
 
 interface ModelLease {
   readonly ttlSeconds: number;
+  /** Index of its grant or last keep-alive. */
+  renewedIndex: number;
   readonly keys: Set<string>;
 }
 
@@ -165,6 +167,7 @@ export class KvModel implements EntryModel {
     leaseGrants: 0,
     leaseKeepAlives: 0,
     leaseRevokes: 0,
+    leaseExpiriesVoided: 0,
     leaseExpiries: 0,
     leaseKeysDeleted: 0,
   };
@@ -344,20 +347,31 @@ export class KvModel implements EntryModel {
         if (this.#leases.has(cmd.leaseId)) {
           return failure("FAILED_PRECONDITION", "etcdserver: lease already exists");
         }
-        this.#leases.set(cmd.leaseId, { ttlSeconds: cmd.ttlSeconds, keys: new Set() });
+        this.#leases.set(cmd.leaseId, {
+          ttlSeconds: cmd.ttlSeconds,
+          keys: new Set(),
+          renewedIndex: index,
+        });
         this.etcdStats.leaseGrants++;
         return { ok: true, version: index, revision: this.#revision };
       }
       case "leaseKeepAlive": {
-        if (!this.#leases.has(cmd.leaseId)) {
-          return failure("NOT_FOUND", "etcdserver: requested lease not found");
-        }
+        const kept = this.#leases.get(cmd.leaseId);
+        if (!kept) return failure("NOT_FOUND", "etcdserver: requested lease not found");
+        kept.renewedIndex = index;
         this.etcdStats.leaseKeepAlives++;
         return { ok: true, version: index, revision: this.#revision };
       }
       case "leaseRevoke": {
         const l = this.#leases.get(cmd.leaseId);
         if (!l) return failure("NOT_FOUND", "etcdserver: requested lease not found");
+        if (cmd.expired && cmd.renewedIndex !== undefined && l.renewedIndex > cmd.renewedIndex) {
+          this.etcdStats.leaseExpiriesVoided++;
+          return failure(
+            "FAILED_PRECONDITION",
+            `mokv: lease ${cmd.leaseId} was renewed at ${l.renewedIndex}, after its expiry was decided`,
+          );
+        }
         const keys = [...l.keys].sort();
         for (const key of keys) {
           touch(key);
