@@ -108,7 +108,7 @@ export interface SimOptions {
   /**
    * Also fail on a keep-alive acknowledged after its lease's expiry was proposed but applied
    * before it, and on an expiry appended in another term than it was decided in (see
-   * lease_checker.ts, bounds 3 and 4); otherwise both are only counted.
+   * lease_checker.ts, bounds 3 and 4). Default true; false only counts both.
    */
   readonly strictLeases?: boolean;
 }
@@ -297,7 +297,7 @@ class HostSimulation {
     this.#steps = options.steps ?? DEFAULT_STEPS;
     this.#livenessTicks = options.livenessTicks ?? DEFAULT_LIVENESS_TICKS;
     this.#traceSink = options.trace;
-    this.#leaseChecker = new LeaseTimingChecker(options.strictLeases ?? false);
+    this.#leaseChecker = new LeaseTimingChecker(options.strictLeases ?? true);
     this.#etcdRng = new SeededRng((this.#seed ^ 0xe7cd_0018) >>> 0);
     this.#model.onRevoke = (r) =>
       this.#guard(() => {
