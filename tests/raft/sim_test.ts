@@ -5,7 +5,7 @@
  */
 import { runSimulation, SimulationFailure } from "./sim/mod.ts";
 
-const SEEDS = 300;
+const SEEDS = 200;
 const BATCH = 50;
 
 for (let from = 1; from <= SEEDS; from += BATCH) {
