@@ -1,13 +1,21 @@
 /**
  * etcd's Watch service: one bidirectional stream carries many watchers. A watcher created at
- * `start_revision` replays the event history from there and then follows live events, with
- * no gap and no duplicate: the replay and the subscription happen in one synchronous step of
- * the event loop, and applies are synchronous too. Works on any node (a follower sends an
- * event once it has applied it), so a client resuming elsewhere from its last revision + 1
- * misses nothing. A start revision older than the history is answered as etcd answers a
- * compacted one (`compact_revision` set, watcher cancelled). A stream whose client does not
- * read is cancelled once a bounded number of bytes waits for it: a slow watcher never slows
- * the node or other streams.
+ * `start_revision` catches up from the event history from there and then follows live
+ * events, with no gap and no duplicate: the read of the history and the switch to live
+ * events happen in one synchronous step of the event loop, and applies are synchronous too.
+ * Works on any node (a follower sends an event once it has applied it), so a client resuming
+ * elsewhere from its last revision + 1 misses nothing. A start revision older than the
+ * history is answered as etcd answers a compacted one (`compact_revision` set, watcher
+ * cancelled).
+ *
+ * A slow client never slows the node or other streams, and is not dropped while the history
+ * can still serve it: once more than a bounded number of bytes waits for a stream's client,
+ * the stream is parked, as etcd's watchable store parks a blocked watcher among its
+ * "unsynced" ones: no more live events are queued for it, each watcher keeps the revision it
+ * has been sent up to, and when the client has read half the bound the watchers catch up
+ * from the shared history, a bounded chunk at a time, and rejoin the live events. Only a
+ * watcher whose next revision has left the history is cancelled (`compact_revision` set).
+ * What a slow stream holds is its send buffer; the history is the node's.
  *
  * Fan-out: watchers of a stream with the same range, filters and prev_kv form one group, so
  * an event is matched once per group, not once per watcher; each live event is encoded once
@@ -39,19 +47,27 @@ import {
   WatchFrames,
   type WatchResponseParts,
 } from "./watch_codec.ts";
+import {
+  type EventBatch,
+  eventsFrom,
+  MAX_WATCH_RESPONSE_EVENT_BYTES,
+  readCatchUp,
+  responsesOf,
+} from "./watch_batch.ts";
 
-/** Bytes of responses that may wait for a slow client on one stream before it is cancelled. */
+export { MAX_WATCH_RESPONSE_EVENT_BYTES };
+
+/**
+ * Bytes of responses that may wait for a slow client on one stream before its watchers are
+ * parked (no more live events queued; they catch up from the history once it drains).
+ */
 export const DEFAULT_WATCH_STREAM_BUFFER_BYTES = 16 * 1024 * 1024;
+/** How often a parked stream looks whether its client has read enough to catch up. */
+const CATCH_UP_POLL_MS = 10;
 /** How often watchers that asked for progress notifications get one when idle (etcd: 10 min). */
 export const DEFAULT_PROGRESS_NOTIFY_MS = 10 * 60 * 1000;
 /** Watchers one stream may hold. */
 export const MAX_WATCHERS_PER_STREAM = 10_000;
-/**
- * Bytes of events one response carries at most: more (a long replay, a long turn) go in
- * several responses, split between revisions only, so a transaction's events stay together
- * (a single larger revision goes alone). grpc-js clients refuse messages above 4 MiB.
- */
-export const MAX_WATCH_RESPONSE_EVENT_BYTES = 1024 * 1024;
 
 /** Settings of the Watch service. */
 export interface WatchServiceOptions {
@@ -60,6 +76,8 @@ export interface WatchServiceOptions {
   readonly onRequest?: (info: RequestInfo) => void;
   /** Default {@link DEFAULT_WATCH_STREAM_BUFFER_BYTES}. */
   readonly streamBufferBytes?: number;
+  /** Called with the number of watchers each time a stream is parked (metrics, tests). */
+  readonly onParked?: (watchers: number) => void;
   /** Default {@link DEFAULT_PROGRESS_NOTIFY_MS}. */
   readonly progressNotifyMs?: number;
   /**
@@ -93,19 +111,11 @@ interface Selector {
   readonly prevKv: boolean;
 }
 
-/** Encoded events, oldest first, and the revision of each. */
-interface EventBatch {
-  readonly events: Uint8Array[];
-  readonly revisions: number[];
-}
-
-const emptyBatch = (): EventBatch => ({ events: [], revisions: [] });
-
 /** The watchers of one stream with one selector, and the events they share this turn. */
 interface Group extends Selector {
   readonly key: string;
   readonly watchers: Set<Watcher>;
-  /** Events selected this turn. */
+  /** Live events selected this turn, for the group's synced watchers. */
   pending: EventBatch;
 }
 
@@ -113,50 +123,15 @@ interface Watcher {
   readonly id: number;
   readonly group: Group;
   readonly progressNotify: boolean;
-  /** The first live revision for this watcher (lower ones were replayed or are too old). */
-  readonly liveFrom: number;
+  /**
+   * The lowest revision whose events have not been queued for this watcher. While synced
+   * the live events it has not been sent yet are those of the turn in its group's pending.
+   */
+  next: number;
+  /** Follows the live events; false while parked or catching up from the history. */
+  synced: boolean;
   /** Something was sent since the last progress tick. */
   active: boolean;
-  /** Replayed events not yet sent (they go before the group's). */
-  replay: EventBatch;
-}
-
-/** The events of `b` from revision `from` on (`b` itself when all are). */
-function eventsFrom(b: EventBatch, from: number): EventBatch {
-  const revs = b.revisions;
-  if (revs.length === 0 || revs[0] >= from) return b;
-  let i = 0;
-  while (i < revs.length && revs[i] < from) i++;
-  return { events: b.events.slice(i), revisions: revs.slice(i) };
-}
-
-/**
- * `b` as the event lists of consecutive responses of at most MAX_WATCH_RESPONSE_EVENT_BYTES
- * each, split between revisions only, with the revision of each list's newest event.
- */
-function responsesOf(b: EventBatch): { events: Uint8Array[]; revision: number }[] {
-  const { events, revisions } = b;
-  let total = 0;
-  for (const e of events) total += e.length;
-  if (total <= MAX_WATCH_RESPONSE_EVENT_BYTES) {
-    return [{ events, revision: revisions[revisions.length - 1] }];
-  }
-  const out: { events: Uint8Array[]; revision: number }[] = [];
-  let start = 0, bytes = 0;
-  for (let i = 0; i < events.length;) {
-    // The events of revision revisions[i] are [i, j).
-    let j = i, revisionBytes = 0;
-    while (j < events.length && revisions[j] === revisions[i]) revisionBytes += events[j++].length;
-    if (i > start && bytes + revisionBytes > MAX_WATCH_RESPONSE_EVENT_BYTES) {
-      out.push({ events: events.slice(start, i), revision: revisions[i - 1] });
-      start = i;
-      bytes = 0;
-    }
-    bytes += revisionBytes;
-    i = j;
-  }
-  out.push({ events: events.slice(start), revision: revisions[revisions.length - 1] });
-  return out;
 }
 
 /** The encodings of one event, made when a selector first needs them. */
@@ -170,7 +145,7 @@ interface EncodedEvent {
 /**
  * The encodings of the newest revision seen: every stream of the node selects from the same
  * revision in one synchronous dispatch, so each event is encoded once per node; only that
- * revision's bytes are kept (a replay encodes older ones again rather than keep bytes beside
+ * revision's bytes are kept (a catch-up encodes older ones again rather than keep bytes beside
  * the whole history).
  */
 let cached: { rev: RevisionEvents; events: EncodedEvent[] } | undefined;
@@ -266,8 +241,10 @@ const WatchResponseType = root.lookupType("etcdserverpb.WatchResponse");
 
 /** Where a stream's framed responses go: straight to HTTP/2, or through grpc-js's objects. */
 interface ResponseSink {
-  /** Sends framed responses; answers the bytes waiting for the client afterwards. */
-  write(framed: Uint8Array): number;
+  /** Sends framed responses. */
+  write(framed: Uint8Array): void;
+  /** Bytes written that still wait for the client. */
+  readonly waiting: number;
 }
 
 function rawSink(call: grpc.ServerDuplexStream<WatchRequest, unknown>): ResponseSink | undefined {
@@ -277,6 +254,8 @@ function rawSink(call: grpc.ServerDuplexStream<WatchRequest, unknown>): Response
   return {
     write(framed) {
       stream.write(framed);
+    },
+    get waiting() {
       return stream.writableLength;
     },
   };
@@ -299,16 +278,24 @@ function objectSink(call: grpc.ServerDuplexStream<WatchRequest, unknown>): Respo
           waiting -= bytes;
         });
       }
+    },
+    get waiting() {
       return waiting;
     },
   };
 }
+
+const COMPACTED = "etcdserver: mvcc: required revision has been compacted";
 
 /** Builds the handler of `etcdserverpb.Watch`. */
 export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServiceImplementation {
   const backend = opts.backend;
   const store = backend.store;
   const bufferBytes = opts.streamBufferBytes ?? DEFAULT_WATCH_STREAM_BUFFER_BYTES;
+  // A parked stream catches up once its client has read half the bound, and each catch-up
+  // step fills the buffer to three quarters of it (at least one revision per step).
+  const resumeBytes = Math.floor(bufferBytes / 2);
+  const fillBytes = Math.floor((bufferBytes * 3) / 4);
   const progressMs = opts.progressNotifyMs ?? DEFAULT_PROGRESS_NOTIFY_MS;
   const headerAt = (revision?: number) => encodeHeaderField(header(backend, revision));
 
@@ -318,27 +305,24 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     const sink = (opts.forceObjectWrites ? undefined : rawSink(call)) ?? objectSink(call);
     const watchers = new Map<number, Watcher>();
     const groups = new Map<string, Group>();
+    /** Watchers parked or catching up from the history (not following live events). */
+    const unsynced = new Set<Watcher>();
     let nextId = 0;
     let closed = false;
     /** The revision after the newest live one this stream has seen. */
     let liveNext = store.revision + 1;
+    /** A progress request waits until every watcher is synced (as etcd 3.5 defers it). */
+    let progressDeferred = false;
+    let pollTimer: ReturnType<typeof setTimeout> | undefined;
 
     const frames = new WatchFrames();
+    /** Writes what is framed; parks the stream once its client lags by more than the bound. */
     const write = (): void => {
       if (frames.count === 0) return;
       const framed = frames.take();
       if (closed) return;
-      const waiting = sink.write(framed);
-      if (waiting > bufferBytes && watchers.size > 0) {
-        // The client does not keep up: drop its watchers rather than buffer without bound.
-        const reason = `mokv: watch stream too slow: over ${bufferBytes} bytes of events waiting`;
-        const h = headerAt();
-        for (const w of [...watchers.values()]) {
-          remove(w);
-          frames.append({ header: h, watchId: w.id, canceled: true, cancelReason: reason });
-        }
-        sink.write(frames.take());
-      }
+      sink.write(framed);
+      if (sink.waiting > bufferBytes && unsynced.size < watchers.size) park();
     };
     /** Sends one control response (after everything appended before it). */
     const send = (r: WatchResponseParts): void => {
@@ -349,54 +333,50 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     const remove = (w: Watcher): boolean => {
       if (watchers.get(w.id) !== w) return false;
       watchers.delete(w.id);
+      unsynced.delete(w);
       w.group.watchers.delete(w);
       if (w.group.watchers.size === 0) groups.delete(w.group.key);
       return true;
+    };
+
+    /** The header of each response of one framing pass, encoded once per revision. */
+    const headerCache = () => {
+      const headers = new Map<number, Uint8Array>();
+      return (revision: number) => {
+        let h = headers.get(revision);
+        if (!h) headers.set(revision, h = headerAt(revision));
+        return h;
+      };
+    };
+    const frameEvents = (w: Watcher, b: EventBatch, headerOf: (r: number) => Uint8Array) => {
+      if (b.events.length === 0) return;
+      w.active = true;
+      for (const r of responsesOf(b)) {
+        frames.append({ header: headerOf(r.revision), watchId: w.id, events: r.events });
+      }
+      w.next = Math.max(w.next, b.revisions[b.revisions.length - 1] + 1);
     };
 
     // Every revision applied in one turn of the event loop goes to a watcher in one response
     // (in revision order, a transaction's events together), and all responses of the turn in
     // one write: under load the node applies many entries per turn.
     const dirtyGroups = new Set<Group>();
-    const replaying = new Set<Watcher>();
     let flushing = false;
-    const flush = (): void => {
-      flushing = false;
-      const headers = new Map<number, Uint8Array>();
-      const headerOf = (revision: number) => {
-        let h = headers.get(revision);
-        if (!h) headers.set(revision, h = headerAt(revision));
-        return h;
-      };
-      const sendEvents = (w: Watcher, b: EventBatch): void => {
-        if (b.events.length === 0) return;
-        w.active = true;
-        for (const r of responsesOf(b)) {
-          frames.append({ header: headerOf(r.revision), watchId: w.id, events: r.events });
-        }
-      };
-      for (const w of replaying) {
-        if (watchers.get(w.id) !== w) continue;
-        const live = dirtyGroups.has(w.group) ? eventsFrom(w.group.pending, w.liveFrom) : undefined;
-        sendEvents(
-          w,
-          live && live.events.length > 0
-            ? {
-              events: w.replay.events.concat(live.events),
-              revisions: w.replay.revisions.concat(live.revisions),
-            }
-            : w.replay,
-        );
-        w.replay = emptyBatch();
-      }
+    /** Frames the turn's live events for the synced watchers. */
+    const frameLive = (): void => {
+      if (dirtyGroups.size === 0) return;
+      const headerOf = headerCache();
       for (const g of dirtyGroups) {
         for (const w of g.watchers) {
-          if (!replaying.has(w)) sendEvents(w, eventsFrom(g.pending, w.liveFrom));
+          if (w.synced) frameEvents(w, eventsFrom(g.pending, w.next), headerOf);
         }
-        g.pending = emptyBatch();
+        g.pending = { events: [], revisions: [] };
       }
-      replaying.clear();
       dirtyGroups.clear();
+    };
+    const flush = (): void => {
+      flushing = false;
+      frameLive();
       write();
     };
     const schedule = (): void => {
@@ -406,8 +386,116 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
     };
 
+    /** Stops queueing live events: every synced watcher keeps its position and waits. */
+    const park = (): void => {
+      frameLive();
+      for (const w of watchers.values()) {
+        if (!w.synced) continue;
+        w.synced = false;
+        // Everything below liveNext was framed for it above, or did not match.
+        w.next = Math.max(w.next, liveNext);
+        unsynced.add(w);
+      }
+      if (frames.count > 0) sink.write(frames.take());
+      try {
+        opts.onParked?.(watchers.size);
+      } catch {
+        // a hook failure must not break the stream
+      }
+      wake();
+    };
+
+    /** Cancels the unsynced watchers whose next revision has left the history. */
+    const cancelBehind = (): void => {
+      const compacted = store.compactedRevision;
+      let h: Uint8Array | undefined;
+      for (const w of [...unsynced]) {
+        if (w.next > compacted) continue;
+        remove(w);
+        frames.append({
+          header: h ??= headerAt(),
+          watchId: w.id,
+          canceled: true,
+          compactRevision: compacted,
+          cancelReason: `${COMPACTED} (mokv: the watch stream was too slow: revision ${w.next} ` +
+            `is no longer in the event history)`,
+        });
+      }
+    };
+
+    /**
+     * One catch-up step: the unsynced watchers of one group at one position read the history
+     * once, up to the step's budget; a watcher that reaches the newest revision is synced
+     * again. Synchronous, so nothing is applied between its read and its switch to live.
+     */
+    const catchUp = (): void => {
+      if (closed || unsynced.size === 0) return;
+      cancelBehind();
+      const batches = new Map<Group, Map<number, Watcher[]>>();
+      for (const w of unsynced) {
+        let byNext = batches.get(w.group);
+        if (!byNext) batches.set(w.group, byNext = new Map());
+        const list = byNext.get(w.next);
+        if (list) list.push(w);
+        else byNext.set(w.next, [w]);
+      }
+      const newest = store.revision;
+      const headerOf = headerCache();
+      steps: for (const [group, byNext] of batches) {
+        for (const [next, list] of byNext) {
+          const budget = fillBytes - sink.waiting - frames.byteLength;
+          if (budget <= 0) break steps;
+          const read = readCatchUp(
+            store.history.revisionsFrom(next),
+            next,
+            (rev) => select(group, rev),
+            Math.max(1, Math.floor(budget / list.length)),
+            newest,
+          );
+          for (const w of list) {
+            frameEvents(w, read.batch, headerOf);
+            w.next = read.next;
+            if (read.done) {
+              w.synced = true;
+              unsynced.delete(w);
+            }
+          }
+        }
+      }
+      answerDeferredProgress();
+      write();
+      wake();
+    };
+
+    /** Answers a deferred progress request once every watcher follows live events again. */
+    const answerDeferredProgress = (): void => {
+      if (!progressDeferred || unsynced.size > 0) return;
+      progressDeferred = false;
+      frameLive();
+      frames.append({ header: headerAt(), watchId: -1 });
+    };
+
+    /** Looks again soon whether the client has read enough (while any watcher is unsynced). */
+    const wake = (): void => {
+      if (pollTimer !== undefined || closed || unsynced.size === 0) return;
+      pollTimer = setTimeout(() => {
+        pollTimer = undefined;
+        if (closed) return;
+        if (sink.waiting <= resumeBytes) {
+          catchUp();
+        } else {
+          cancelBehind();
+          answerDeferredProgress();
+          write();
+          wake();
+        }
+      }, CATCH_UP_POLL_MS);
+    };
+
     const unsubscribe = store.onEvents((rev) => {
       liveNext = rev.revision + 1;
+      // A parked stream queues nothing: its watchers read the history when they catch up.
+      if (unsynced.size === watchers.size) return;
       for (const g of groups.values()) {
         const events = select(g, rev);
         if (events.length === 0) continue;
@@ -422,23 +510,27 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     const unreset = store.onReset((revision) => {
       // A snapshot replaced the state: events up to its revision were never seen here.
       for (const w of [...watchers.values()]) {
-        if (Math.max(w.liveFrom, liveNext) > revision) continue;
+        if ((w.synced ? Math.max(w.next, liveNext) : w.next) > revision) continue;
         remove(w);
         frames.append({
           header: headerAt(),
           watchId: w.id,
           canceled: true,
           compactRevision: revision,
-          cancelReason: "etcdserver: mvcc: required revision has been compacted",
+          cancelReason: COMPACTED,
         });
       }
       liveNext = Math.max(liveNext, revision + 1);
+      answerDeferredProgress();
       write();
     });
     const timer = setInterval(() => {
       flush();
       for (const w of watchers.values()) {
-        if (w.progressNotify && !w.active) frames.append({ header: headerAt(), watchId: w.id });
+        // A parked watcher gets no progress notification: it has not been sent that far.
+        if (w.synced && w.progressNotify && !w.active) {
+          frames.append({ header: headerAt(), watchId: w.id });
+        }
         w.active = false;
       }
       write();
@@ -481,7 +573,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         });
         return;
       }
-      // From here to the end nothing awaits: the replay and the subscription see one state.
+      // From here to the end nothing awaits: the catch-up and the subscription see one state.
       const current = store.revision;
       const compacted = store.compactedRevision;
       send({ header: headerAt(current), watchId: id, created: true });
@@ -491,7 +583,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
           watchId: id,
           canceled: true,
           compactRevision: compacted,
-          cancelReason: "etcdserver: mvcc: required revision has been compacted",
+          cancelReason: COMPACTED,
         });
         return;
       }
@@ -504,34 +596,28 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       const key = selectorKey(selector);
       let group = groups.get(key);
       if (!group) {
-        group = { ...selector, key, watchers: new Set(), pending: emptyBatch() };
+        group = { ...selector, key, watchers: new Set(), pending: { events: [], revisions: [] } };
         groups.set(key, group);
       }
       const start = req.start_revision > 0 ? req.start_revision : current + 1;
+      // A watcher from the past starts unsynced and catches up from the history (in steps,
+      // like a parked one); so does any new watcher of a parked stream.
+      const parked = watchers.size > 0 && unsynced.size === watchers.size;
       const w: Watcher = {
         id,
         group,
         progressNotify: req.progress_notify,
-        liveFrom: Math.max(start, current + 1),
+        next: start,
+        synced: start > current && !parked,
         active: false,
-        replay: emptyBatch(),
       };
-      if (start <= current) {
-        for (const rev of store.history.since(start)) {
-          const events = select(group, rev);
-          if (events.length === 0) continue;
-          for (const e of events) {
-            w.replay.events.push(e);
-            w.replay.revisions.push(rev.revision);
-          }
-        }
-        if (w.replay.events.length > 0) {
-          replaying.add(w);
-          schedule();
-        }
-      }
       watchers.set(id, w);
       group.watchers.add(w);
+      if (!w.synced) {
+        unsynced.add(w);
+        if (sink.waiting <= resumeBytes) catchUp();
+        else wake();
+      }
     };
 
     // Requests are handled one after another (authorization may await).
@@ -545,12 +631,21 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
             return;
           case "cancel_request": {
             const w = watchers.get(req.cancel_request?.watch_id ?? -1);
-            if (w && remove(w)) send({ header: headerAt(), watchId: w.id, canceled: true });
+            if (w && remove(w)) {
+              frames.append({ header: headerAt(), watchId: w.id, canceled: true });
+              answerDeferredProgress();
+              write();
+            }
             return;
           }
           case "progress_request":
-            // Not tied to a watcher: clientv3 broadcasts it to all of the stream's watchers.
-            // Events still pending go first: nothing may follow at or below its revision.
+            // Not tied to a watcher: clientv3 broadcasts it to all of the stream's watchers,
+            // so it waits while any is parked. Events still pending go first: nothing may
+            // follow at or below its revision.
+            if (unsynced.size > 0) {
+              progressDeferred = true;
+              return;
+            }
             flush();
             send({ header: headerAt(), watchId: -1 });
             return;
@@ -565,7 +660,9 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       unsubscribe();
       unreset();
       clearInterval(timer);
+      if (pollTimer !== undefined) clearTimeout(pollTimer);
       watchers.clear();
+      unsynced.clear();
       groups.clear();
       try {
         opts.onRequest?.({

@@ -99,15 +99,22 @@ export class EventHistory {
 
   /** The kept revisions at or above `from`, oldest first (empty if `from` is above all). */
   since(from: number): RevisionEvents[] {
+    return [...this.revisionsFrom(from)];
+  }
+
+  /**
+   * The kept revisions at or above `from`, oldest first, without copying the history: for a
+   * reader that takes a few at a time (a slow watcher catching up). Read it in one synchronous
+   * step: a push or compact while it is open may skip or drop revisions under it.
+   */
+  *revisionsFrom(from: number): Generator<RevisionEvents> {
     let lo = this.#head, hi = this.#items.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (this.#items[mid].rev.revision < from) lo = mid + 1;
       else hi = mid;
     }
-    const out: RevisionEvents[] = [];
-    for (let i = lo; i < this.#items.length; i++) out.push(this.#items[i].rev);
-    return out;
+    for (let i = lo; i < this.#items.length; i++) yield this.#items[i].rev;
   }
 
   #dropOldest(): void {
