@@ -74,15 +74,29 @@ export async function hasEtcdctl(): Promise<boolean> {
   }
 }
 
-/** Builds the Go program once per machine (the Go build cache makes later builds quick). */
+/**
+ * Builds the Go program (the Go build cache under /tmp/mokv-clientv3 makes later builds
+ * quick). Each build has its own package directory and binary, so test files building it at
+ * the same time (`deno test --parallel`) never read or run a half-written file.
+ */
 export async function buildClientv3(): Promise<string> {
   const root = "/tmp/mokv-clientv3";
-  const pkg = `${root}/src/clientv3check`;
+  const name = `clientv3check-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  const pkg = `${root}/src/${name}`;
   await Deno.mkdir(pkg, { recursive: true });
   await Deno.copyFile(SOURCE, `${pkg}/main.go`);
-  const out = `${root}/clientv3check`;
+  const out = `${root}/bin/${name}`;
+  globalThis.addEventListener("unload", () => {
+    for (const path of [pkg, out]) {
+      try {
+        Deno.removeSync(path, { recursive: true });
+      } catch {
+        // best effort
+      }
+    }
+  });
   const r = await new Deno.Command("go", {
-    args: ["build", "-o", out, "clientv3check"],
+    args: ["build", "-o", out, name],
     env: {
       GO111MODULE: "off",
       GOPATH: `${root}:/usr/share/gocode`,
