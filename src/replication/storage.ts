@@ -3,9 +3,15 @@
  *
  * Layout (all keys under "raft"):
  * - `["raft", "hard"]`: the hard state (codec bytes).
- * - `["raft", "log", index, part]`: one log entry, split into parts of at most 60 KiB because
- *   Deno KV values are limited to 64 KiB. Part 0 holds a varint part count, then the first
- *   slice of the codec bytes of the entry; parts 1..n-1 hold the rest.
+ * - `["raft", "log", first, part]`: one *run*, a value holding consecutive log entries from
+ *   index `first` on: a save cuts its entries into runs of at most 60 KiB (Deno KV values are
+ *   limited to 64 KiB), so a Ready is a few values, not one per entry, and compaction deletes
+ *   one key per run. An entry bigger than that is a run of its own split into parts. Part 0
+ *   holds a varint part count, then the first slice of the run's body; parts 1..n-1 hold the
+ *   rest. The body is `RUN_FORMAT`, the codec version, then the entries (`writeEntry`) back
+ *   to back. A body that starts with the codec version instead is one entry in the per-entry
+ *   layout of files written before runs (a key per entry): it loads, truncates and compacts
+ *   as a run of one entry, so a node upgraded in place keeps its log.
  * - `["raft", "snapmeta"]`: the current snapshot's record: generation, chunk count, data size
  *   and metadata. Its data lives in `["raft", "snap", generation, chunk]`.
  *
@@ -13,13 +19,17 @@
  * the Deno KV limits allow (1000 mutations, 800 KiB): a normal Ready is exactly one commit,
  * which fsyncs once. The stream is ordered so that a crash between two of its commits leaves
  * a state `load()` accepts and that Raft can restart from: first the replaced log tail is
- * deleted from the highest index down (leaving a prefix of the old log), then snapshot chunks
- * (invisible until their record exists), the snapshot record, new entries from the lowest index
- * up (an entry's part 0 last, so a present part 0 means a complete entry), the hard state, and
- * only then the entries the snapshot covers and the previous snapshot's chunks are deleted.
- * `load()` removes whatever such a crash left behind (orphan chunks, covered entries, a
- * partially written entry). `saveSnapshot()` writes in the same order, as separate commits
- * between which `save()`s run, so log fsyncs never wait for a whole snapshot.
+ * deleted, whole runs from the highest down, and a run the truncation point falls inside is
+ * then rewritten in place (one set of its key) with only the entries before that point: at
+ * every commit boundary the stored log is a prefix of the old log. Then snapshot chunks
+ * (invisible until their record exists), the snapshot record, new runs from the lowest index
+ * up (a run's part 0 last, so a present part 0 means a complete run), the hard state, and
+ * only then the runs the snapshot covers entirely and the previous snapshot's chunks are
+ * deleted. A run that straddles the snapshot index stays until a later snapshot covers it;
+ * `load()` skips its entries up to the snapshot. `load()` removes whatever a crash left behind
+ * (orphan chunks, covered runs, a partially written run and anything after a gap).
+ * `saveSnapshot()` writes in the same order, as separate commits between which `save()`s run,
+ * so log fsyncs never wait for a whole snapshot.
  */
 import type { Entry, HardState, PersistedState, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import { MokvError } from "../errors.ts";
@@ -29,7 +39,7 @@ import {
   decodeEntry,
   decodeHardState,
   encodeHardState,
-  peekEntryHeader,
+  readEntry,
   readSnapshotMeta,
   writeEntry,
   writeSnapshotMeta,
@@ -51,7 +61,8 @@ export interface StorageOptions {
   /**
    * Test knob: mutations per atomic commit, at most (default and ceiling: Deno KV's 1000).
    * The simulator sets it low so that ordinary batches span several commits and a crash
-   * can tear them.
+   * can tear them; below the default it also caps the entries of one log run at the same
+   * number, so that a batch is several runs and truncations fall inside runs.
    */
   readonly maxCommitMutations?: number;
 }
@@ -96,8 +107,13 @@ export interface StorageStats {
   readonly snapshotIndex: number;
 }
 
-/** Largest slice of an entry or snapshot stored in one Deno KV value (limit: 64 KiB). */
+/** Largest slice of a log run or snapshot stored in one Deno KV value (limit: 64 KiB). */
 export const PART_BYTES = 60 * 1024;
+/**
+ * First byte of a log run's body. Bodies of the per-entry layout start with the codec
+ * version instead (1 so far); this value stays clear of the versions to come.
+ */
+export const RUN_FORMAT = 0xb0;
 const MAX_COMMIT_MUTATIONS = 1000;
 /** Deno KV rejects commits above 819,200 bytes of keys and values; keep a margin. */
 const MAX_COMMIT_BYTES = 760 * 1024;
@@ -124,6 +140,22 @@ interface SnapshotRecord {
   readonly chunks: number;
   readonly dataBytes: number;
   readonly meta: SnapshotMeta;
+}
+
+/**
+ * One stored log run: the entries [first, last] under `["raft", "log", first, 0..parts-1]`.
+ * Only a run of one entry has more than one part.
+ */
+interface Run {
+  readonly first: number;
+  readonly last: number;
+  readonly parts: number;
+}
+
+/** What a truncation leaves of the stored runs: the first `keep` whole, then `partial`. */
+interface Truncation {
+  readonly keep: number;
+  readonly partial: Run | undefined;
 }
 
 /** One mutation of a commit stream: a set when `value` is present, else a delete. */
@@ -183,11 +215,15 @@ export class RaftStorage implements LogStore {
   #loaded = false;
   #broken: Error | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #maxRunEntries: number;
   /** Stored log entries are exactly [#first, #last]; #first = snapshot index + 1. */
   #first = 1;
   #last = 0;
-  /** Part counts of stored entries that needed more than one part. */
-  readonly #parts = new Map<number, number>();
+  /**
+   * The stored runs, ascending and contiguous, ending at #last; the first one may start at
+   * or before the snapshot index (its entries up to there are dead).
+   */
+  #runs: Run[] = [];
   #snapshot: SnapshotRecord | undefined;
   /** Generation of the next snapshot written: above every generation seen on disk. */
   #nextGeneration = 1;
@@ -204,6 +240,9 @@ export class RaftStorage implements LogStore {
       1,
       Math.min(MAX_COMMIT_MUTATIONS, options.maxCommitMutations ?? MAX_COMMIT_MUTATIONS),
     );
+    this.#maxRunEntries = this.#maxCommitMutations < MAX_COMMIT_MUTATIONS
+      ? this.#maxCommitMutations
+      : Infinity;
   }
 
   /** Storage on an already open file (the simulator's in-memory one, for instance). */
@@ -283,8 +322,8 @@ export class RaftStorage implements LogStore {
       const old = this.#snapshot;
       const s = snapshot.meta.index;
       const dead: Mutation[] = [];
-      this.#deleteRange(dead, this.#first, Math.min(s, this.#last), false);
-      for (const i of this.#parts.keys()) if (i <= s) this.#parts.delete(i);
+      const covered = this.#pushCompaction(dead, this.#runs, this.#runs.length, s);
+      this.#runs.splice(0, covered);
       if (old) {
         for (let c = 0; c < old.chunks; c++) dead.push({ key: chunkKey(old.generation, c) });
       }
@@ -389,59 +428,72 @@ export class RaftStorage implements LogStore {
       snapshot = { meta: record.meta, data };
     }
 
-    // Log: entries the snapshot covers are leftovers of a compaction; after the first gap or
-    // incomplete entry everything is the residue of an interrupted write.
+    // Log: runs the snapshot covers entirely are leftovers of a compaction; after the first
+    // gap or incomplete run everything is the residue of an interrupted write.
     const snapIndex = record?.meta.index ?? 0;
     const entries: Entry[] = [];
-    this.#parts.clear();
+    const runs: Run[] = [];
     let expected = snapIndex + 1;
     let broken = false;
-    let cur: { index: number; parts: number; chunks: Uint8Array[]; keys: Deno.KvKey[] } | null =
+    let cur: { first: number; parts: number; chunks: Uint8Array[]; keys: Deno.KvKey[] } | null =
       null;
     const finish = () => {
       if (cur === null) return;
-      if (cur.chunks.length !== cur.parts) {
-        broken = true;
-        for (const key of cur.keys) garbage.push({ key });
-      } else {
-        entries.push(this.#decodeStored(cur.index, cur.chunks));
-        if (cur.parts > 1) this.#parts.set(cur.index, cur.parts);
-        expected = cur.index + 1;
-      }
+      const run = cur;
       cur = null;
+      if (run.chunks.length !== run.parts) {
+        broken = true;
+        for (const key of run.keys) garbage.push({ key });
+        return;
+      }
+      const got = this.#decodeRun(run.first, run.chunks);
+      const last = run.first + got.length - 1;
+      if (last <= snapIndex) {
+        for (const key of run.keys) garbage.push({ key });
+        return;
+      }
+      if (run.first > expected) {
+        broken = true;
+        for (const key of run.keys) garbage.push({ key });
+        return;
+      }
+      if (run.first < expected && run.first > snapIndex) {
+        throw new StorageError(`log run at ${run.first} overlaps the run before it`);
+      }
+      for (const e of got) if (e.index >= expected) entries.push(e);
+      runs.push({ first: run.first, last, parts: run.parts });
+      expected = last + 1;
     };
     for await (
       const kv of this.#kv.list({ prefix: [ROOT, LOG] }, { batchSize: LIST_BATCH })
     ) {
-      const index = kv.key[2];
+      const first = kv.key[2];
       const part = kv.key[3];
-      if (typeof index !== "number" || typeof part !== "number") {
+      if (typeof first !== "number" || typeof part !== "number") {
         throw new StorageError(`malformed log key ${JSON.stringify(kv.key)}`);
       }
-      if (index <= snapIndex || broken) {
-        garbage.push({ key: kv.key });
-        continue;
-      }
-      if (cur !== null && cur.index !== index) finish();
+      if (cur !== null && cur.first !== first) finish();
       if (broken) {
         garbage.push({ key: kv.key });
         continue;
       }
       const bytes = asBytes(kv.value, kv.key);
       if (cur === null) {
-        if (index !== expected || part !== 0) {
-          broken = true;
+        if (part !== 0) {
+          // The later parts of a run without its part 0: a covered run half deleted (part 0
+          // goes first), or the top run half written (part 0 comes last).
           garbage.push({ key: kv.key });
+          if (first > snapIndex) broken = true;
           continue;
         }
         const r = new ByteReader(bytes);
         const parts = r.varint();
-        cur = { index, parts, chunks: [bytes.subarray(r.position)], keys: [kv.key] };
+        cur = { first, parts, chunks: [bytes.subarray(r.position)], keys: [kv.key] };
       } else if (part === cur.chunks.length && part < cur.parts) {
         cur.chunks.push(bytes);
         cur.keys.push(kv.key);
       } else {
-        throw new StorageError(`log entry ${index} has an unexpected part ${part}`);
+        throw new StorageError(`log run ${first} has an unexpected part ${part}`);
       }
     }
     finish();
@@ -452,12 +504,17 @@ export class RaftStorage implements LogStore {
     }
     this.#first = snapIndex + 1;
     this.#last = entries.length === 0 ? snapIndex : entries[entries.length - 1].index;
+    this.#runs = runs;
     if (garbage.length > 0) await this.#commitStream(garbage);
     this.#loaded = true;
     return { hardState, snapshot, entries };
   }
 
-  #decodeStored(index: number, chunks: Uint8Array[]): Entry {
+  /**
+   * The entries of the run stored at `first` from its parts (part 0 without its part count):
+   * a run body, or one entry of the per-entry layout.
+   */
+  #decodeRun(first: number, chunks: readonly Uint8Array[]): Entry[] {
     let bytes: Uint8Array;
     if (chunks.length === 1) {
       bytes = chunks[0];
@@ -471,14 +528,60 @@ export class RaftStorage implements LogStore {
         o += c.length;
       }
     }
-    let e: Entry;
+    const out: Entry[] = [];
     try {
-      e = decodeEntry(bytes);
+      const r = new ByteReader(bytes);
+      const format = r.u8();
+      if (format === RUN_FORMAT) {
+        const v = r.u8();
+        if (v !== CODEC_VERSION) throw new CodecError(`unsupported codec version ${v}`);
+        while (r.remaining > 0) out.push(readEntry(r));
+        if (out.length === 0) throw new CodecError("empty run");
+      } else {
+        out.push(decodeEntry(bytes));
+      }
     } catch (err) {
-      throw new StorageError(`log entry ${index} is corrupt: ${(err as Error).message}`);
+      throw new StorageError(`log run ${first} is corrupt: ${(err as Error).message}`);
     }
-    if (e.index !== index) throw new StorageError(`log key ${index} holds entry ${e.index}`);
-    return e;
+    for (let i = 0; i < out.length; i++) {
+      if (out[i].index !== first + i) {
+        throw new StorageError(`log key ${first} holds entry ${out[i].index} at position ${i}`);
+      }
+    }
+    return out;
+  }
+
+  /** Reads the stored run `run` back. */
+  async #readRun(run: Run): Promise<Entry[]> {
+    const chunks: Uint8Array[] = [];
+    for (let p = 0; p < run.parts; p++) {
+      const key = logKey(run.first, p);
+      const res = await this.#kv.get(key);
+      if (res.value === null) throw new StorageError(`log run ${run.first} part ${p} is missing`);
+      const bytes = asBytes(res.value, key);
+      if (p === 0) {
+        const r = new ByteReader(bytes);
+        r.varint();
+        chunks.push(bytes.subarray(r.position));
+      } else {
+        chunks.push(bytes);
+      }
+    }
+    return this.#decodeRun(run.first, chunks);
+  }
+
+  /** Position in #runs of the run holding `index` (which must be in [#first, #last]). */
+  #runAt(index: number): number {
+    const runs = this.#runs;
+    let lo = 0;
+    let hi = runs.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (runs[mid].last < index) lo = mid + 1;
+      else if (runs[mid].first > index) hi = mid - 1;
+      else return mid;
+    }
+    throw new StorageError(`log entry ${index} is not stored`);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -511,7 +614,6 @@ export class RaftStorage implements LogStore {
       }
       if (!keepTail && last > s) {
         cutFrom = Math.max(s + 1, first);
-        this.#deleteRange(stream, cutFrom, last, true);
         last = s;
       }
     }
@@ -529,12 +631,13 @@ export class RaftStorage implements LogStore {
       for (let i = 1; i < entries.length; i++) {
         if (entries[i].index !== lo + i) throw new StorageError("entries are not contiguous");
       }
-      // Delete what is replaced, from the top down: a crash mid-way leaves an old prefix.
-      if (last >= lo) {
-        cutFrom = Math.min(cutFrom, lo);
-        this.#deleteRange(stream, lo, last, true);
-      }
+      if (last >= lo) cutFrom = Math.min(cutFrom, lo);
     }
+
+    // Delete what is replaced, from the top down: a crash mid-way leaves an old prefix.
+    const truncation = cutFrom <= this.#last
+      ? await this.#pushTruncation(stream, cutFrom)
+      : undefined;
 
     if (snapshot) {
       const generation = this.#nextGeneration++;
@@ -550,14 +653,21 @@ export class RaftStorage implements LogStore {
       stream.push({ key: SNAP_META_KEY, value: encodeSnapshotRecord(newRecord) });
     }
 
-    const newParts = new Map<number, number>();
-    for (const e of entries) this.#pushEntry(stream, e, newParts);
+    const newRuns: Run[] = [];
+    if (entries.length > 0) this.#pushRuns(stream, entries, newRuns);
     if (hardState) stream.push({ key: HARD_KEY, value: encodeHardState(hardState) });
 
-    // Only now that the snapshot is durable: drop the log it covers and the old chunks.
+    // Only now that the snapshot is durable: drop the runs it covers and the old chunks.
+    let covered = 0;
+    let partial = truncation?.partial;
     if (snapshot && newRecord) {
       const s = snapshot.meta.index;
-      this.#deleteRange(stream, first, Math.min(s, last), false);
+      const kept = truncation ? truncation.keep : this.#runs.length;
+      covered = this.#pushCompaction(stream, this.#runs, kept, s);
+      if (covered === kept && partial && partial.last <= s) {
+        this.#pushDeleteRun(stream, partial, false);
+        partial = undefined;
+      }
       if (oldRecord) {
         for (let c = 0; c < oldRecord.chunks; c++) {
           stream.push({ key: chunkKey(oldRecord.generation, c) });
@@ -580,67 +690,128 @@ export class RaftStorage implements LogStore {
       last = entries[entries.length - 1].index;
       this.#entriesWritten += entries.length;
     }
-    for (const i of this.#parts.keys()) {
-      if (i >= cutFrom || i < first) this.#parts.delete(i);
+    const runs = this.#runs;
+    if (truncation) {
+      runs.length = truncation.keep;
+      if (partial) runs.push(partial);
     }
-    for (const [i, n] of newParts) this.#parts.set(i, n);
+    for (const r of newRuns) runs.push(r);
+    if (covered > 0) runs.splice(0, covered);
     this.#first = first;
     this.#last = last;
   }
 
-  /** Appends deletes of every stored part of entries [lo, hi], ascending or descending. */
-  #deleteRange(stream: Mutation[], lo: number, hi: number, descending: boolean): void {
-    if (hi < lo) return;
-    const one = (i: number) => {
-      const n = this.#parts.get(i) ?? 1;
-      if (descending) {
-        for (let p = n - 1; p >= 0; p--) stream.push({ key: logKey(i, p) });
-      } else {
-        for (let p = 0; p < n; p++) stream.push({ key: logKey(i, p) });
-      }
-    };
+  /**
+   * Appends the mutations that delete the stored entries from `cut` on: the runs that start
+   * at or after it, from the highest down, then the run `cut` falls inside rewritten in place
+   * with its entries before `cut` (one set, so the log stays an old prefix at every commit).
+   */
+  async #pushTruncation(stream: Mutation[], cut: number): Promise<Truncation> {
+    const runs = this.#runs;
+    let keep = runs.length;
+    while (keep > 0 && runs[keep - 1].first >= cut) {
+      keep--;
+      this.#pushDeleteRun(stream, runs[keep], true);
+    }
+    if (keep === 0 || runs[keep - 1].last < cut) return { keep, partial: undefined };
+    const run = runs[keep - 1];
+    // Only a run of several entries can be cut inside, and such a run is a single value.
+    if (run.parts !== 1) throw new StorageError(`log run ${run.first} cannot be cut at ${cut}`);
+    const prefix = (await this.#readRun(run)).filter((e) => e.index < cut);
+    const w = this.#writer;
+    w.reset();
+    w.u8(1);
+    w.u8(RUN_FORMAT);
+    w.u8(CODEC_VERSION);
+    for (const e of prefix) writeEntry(w, e);
+    stream.push({ key: logKey(run.first, 0), value: w.finish() });
+    return { keep: keep - 1, partial: { first: run.first, last: cut - 1, parts: 1 } };
+  }
+
+  /**
+   * Appends, in ascending order, the deletes of the leading runs among `runs[0..count)` that
+   * end at or before `index` (a snapshot covers them), and returns how many there are.
+   */
+  #pushCompaction(stream: Mutation[], runs: readonly Run[], count: number, index: number): number {
+    let k = 0;
+    while (k < count && runs[k].last <= index) this.#pushDeleteRun(stream, runs[k++], false);
+    return k;
+  }
+
+  /** Appends the deletes of every part of `run`. */
+  #pushDeleteRun(stream: Mutation[], run: Run, descending: boolean): void {
     if (descending) {
-      for (let i = hi; i >= lo; i--) one(i);
+      for (let p = run.parts - 1; p >= 0; p--) stream.push({ key: logKey(run.first, p) });
     } else {
-      for (let i = lo; i <= hi; i++) one(i);
+      for (let p = 0; p < run.parts; p++) stream.push({ key: logKey(run.first, p) });
     }
   }
 
-  /** Appends the sets of one entry: parts 1..n-1 first, part 0 (with the count) last. */
-  #pushEntry(stream: Mutation[], e: Entry, newParts: Map<number, number>): void {
+  /**
+   * Appends the sets of `entries` as runs of at most PART_BYTES (and #maxRunEntries entries),
+   * lowest first; an entry too big for one value is a run of its own, its parts 1..n-1 set
+   * before part 0 (with the count), so a present part 0 means a complete run.
+   */
+  #pushRuns(stream: Mutation[], entries: readonly Entry[], newRuns: Run[]): void {
     const w = this.#writer;
-    w.reset();
-    w.u8(1); // part count placeholder for the common single-part case
-    w.u8(CODEC_VERSION);
-    writeEntry(w, e);
-    if (w.length <= PART_BYTES) {
-      stream.push({ key: logKey(e.index, 0), value: w.finish() });
-      return;
+    let runFirst = -1;
+    let count = 0;
+    const flush = () => {
+      if (count === 0) return;
+      stream.push({ key: logKey(runFirst, 0), value: w.finish() });
+      newRuns.push({ first: runFirst, last: runFirst + count - 1, parts: 1 });
+      count = 0;
+    };
+    const start = (index: number) => {
+      w.reset();
+      w.u8(1); // part count: one part, unless a lone entry outgrows it
+      w.u8(RUN_FORMAT);
+      w.u8(CODEC_VERSION);
+      runFirst = index;
+    };
+    for (const e of entries) {
+      if (count === 0) start(e.index);
+      const before = w.length;
+      writeEntry(w, e);
+      if (w.length <= PART_BYTES && count < this.#maxRunEntries) {
+        count++;
+        continue;
+      }
+      if (count > 0) {
+        // Does not fit here: close the run so far and start the next one with this entry.
+        w.truncate(before);
+        flush();
+        start(e.index);
+        writeEntry(w, e);
+        if (w.length <= PART_BYTES) {
+          count = 1;
+          continue;
+        }
+      }
+      // Alone and too big for one value: a run of its own, in parts.
+      const body = w.view().subarray(1);
+      const parts = Math.ceil(body.length / PART_BYTES);
+      for (let p = 1; p < parts; p++) {
+        stream.push({
+          key: logKey(e.index, p),
+          value: body.slice(p * PART_BYTES, Math.min(body.length, (p + 1) * PART_BYTES)),
+        });
+      }
+      const head = new ByteWriter(PART_BYTES + 8);
+      head.varint(parts);
+      head.raw(body.subarray(0, PART_BYTES));
+      stream.push({ key: logKey(e.index, 0), value: head.finish() });
+      newRuns.push({ first: e.index, last: e.index, parts });
+      count = 0;
     }
-    const body = w.view().subarray(1);
-    const parts = Math.ceil(body.length / PART_BYTES);
-    for (let p = 1; p < parts; p++) {
-      stream.push({
-        key: logKey(e.index, p),
-        value: body.slice(p * PART_BYTES, Math.min(body.length, (p + 1) * PART_BYTES)),
-      });
-    }
-    const head = new ByteWriter(PART_BYTES + 8);
-    head.varint(parts);
-    head.raw(body.subarray(0, PART_BYTES));
-    stream.push({ key: logKey(e.index, 0), value: head.finish() });
-    newParts.set(e.index, parts);
+    flush();
   }
 
   /** The term of the stored entry at `index` (which must be in [#first, #last]). */
   async #storedTerm(index: number): Promise<number> {
-    const key = logKey(index, 0);
-    const res = await this.#kv.get(key);
-    if (res.value === null) throw new StorageError(`log entry ${index} is missing`);
-    const bytes = asBytes(res.value, key);
-    const r = new ByteReader(bytes);
-    r.varint();
-    return peekEntryHeader(bytes.subarray(r.position)).term;
+    const run = this.#runs[this.#runAt(index)];
+    const stored = await this.#readRun(run);
+    return stored[index - run.first].term;
   }
 
   /** Cuts `stream` into atomic commits within Deno KV's limits and runs them in order. */
