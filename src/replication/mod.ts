@@ -22,6 +22,7 @@ export type {
 export { systemClock } from "./clock.ts";
 export { RaftStorage, StorageError, type StorageOptions, type StorageStats } from "./storage.ts";
 export {
+  emptyTransportStats,
   PeerTransport,
   RemoteError,
   TransportError,

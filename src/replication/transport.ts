@@ -93,6 +93,22 @@ export interface TransportStats {
   readonly inbound: InboundStats;
 }
 
+/** The stats of a transport with no peers and nothing received (simulated transports). */
+export function emptyTransportStats(): TransportStats {
+  return {
+    peers: {},
+    inbound: {
+      open: 0,
+      accepted: 0,
+      rejected: 0,
+      protocolErrors: 0,
+      receivedFrames: 0,
+      receivedMessages: 0,
+      handlerErrors: 0,
+    },
+  };
+}
+
 const DEFAULT_MAX_QUEUE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_BACKOFF_MS = { min: 50, max: 2000 };
 const DEFAULT_DIAL_TIMEOUT_MS = 5000;

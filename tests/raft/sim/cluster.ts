@@ -23,26 +23,21 @@ import type {
   Config,
   ConfigChange,
   Entry,
-  HardState,
   Message,
   MessageType,
   NodeId,
-  PersistedState,
   RaftNode,
   RaftOptions,
   RaftStatus,
-  Ready,
-  Snapshot,
 } from "../../../src/raft/mod.ts";
 import { decodeMessageBatch, encodeMessageBatch } from "../../../src/replication/codec.ts";
 import {
   decodeResult,
+  emptyTransportStats,
   encodeResult,
-  type LogStore,
   RaftStorage,
   RemoteError,
   ReplicationHost,
-  type StateMachine,
   type Transport,
   TransportError,
   type TransportHandlers,
@@ -51,11 +46,18 @@ import {
 import { SeededRng } from "../../../src/rng.ts";
 import { SafetyChecker } from "./checker.ts";
 import { Disk } from "./disk.ts";
-import { entryText, KvModel, leaseKey, leaseText, REVISION_KEY } from "./kv_model.ts";
+import { entryText, KvModel } from "./kv_model.ts";
 import { ManualClock } from "./manual_clock.ts";
 import { Scheduler, settle } from "./scheduler.ts";
 import { SimDisk, SimKvFile } from "./sim_kv.ts";
 import { idOfAddress } from "./sim_transport.ts";
+import {
+  observedFsm,
+  observedHooks,
+  observedStore,
+  type Observer,
+  stateOf,
+} from "./observed_host.ts";
 
 /** Virtual milliseconds per tick. */
 export const TICK_MS = 10;
@@ -620,8 +622,8 @@ export class Cluster {
     const host = await ReplicationHost.open<CommandResult>({
       nodeId: m.id,
       rpcAddr: `${m.id}:1`,
-      storage: this.#recordingStore(m, storage, generation),
-      fsm: this.#observedFsm(m, fsm, generation),
+      storage: observedStore(m, storage, generation, this.#observer),
+      fsm: observedFsm(m, fsm, generation, this.#observer, { steppedSnapshots: false }),
       results: { encode: encodeResult, decode: decodeResult },
       transport: (handlers) => {
         m.handlers = handlers;
@@ -636,7 +638,7 @@ export class Cluster {
       heartbeatTicks: o.heartbeatTicks ?? 1,
       snapshotEntries: o.snapshotEntries,
       random: () => random.float(),
-      hooks: this.#hooks(m, generation),
+      hooks: observedHooks(m, generation, this.#observer),
       raftOptions: Object.fromEntries(
         Object.entries(raftOptions).filter(([, v]) => v !== undefined),
       ),
@@ -673,95 +675,9 @@ export class Cluster {
     );
   }
 
-  // ---- what the checker sees (as in host_sim.ts) ---------------------------------------
-
-  #hooks(m: Member, generation: number) {
-    return {
-      onSoftState: (ss: { leader: string; role: string; term: number }) =>
-        this.#guard(() => {
-          if (m.generation !== generation) return;
-          if (ss.role === "leader") m.pendingLeaderTerm = ss.term;
-          else {
-            m.pendingLeaderTerm = undefined;
-            this.checker.roleObserved(m.id, ss.term, false, m.mirror);
-          }
-        }),
-      onApply: (entries: readonly Entry[]) =>
-        this.#guard(() => {
-          if (m.generation !== generation || !m.host) return;
-          this.checker.committedObserved(m.id, m.host.status().term, entries);
-          for (const e of entries) this.checker.entryApplied(m.id, e);
-        }),
-    };
-  }
-
-  /** The real storage, with the checker watching what the host hands it. */
-  #recordingStore(m: Member, storage: RaftStorage, generation: number): LogStore {
-    const live = () => m.generation === generation;
-    return {
-      load: async (): Promise<PersistedState> => {
-        const state = await storage.load();
-        if (live()) this.#guard(() => this.checker.termLoaded(m.id, state.hardState.term));
-        const mirror = new Disk();
-        mirror.hardState = state.hardState;
-        mirror.snapshot = state.snapshot;
-        mirror.entries = [...state.entries];
-        if (live()) m.mirror = mirror;
-        return state;
-      },
-      save: (batch: {
-        readonly hardState?: HardState;
-        readonly entries: readonly Entry[];
-        readonly snapshot?: Snapshot;
-      }): Promise<void> => {
-        const first = batch.entries[0]?.index ?? 0;
-        const prevTerm = first > 0 ? m.mirror.termAt(first - 1) ?? -1 : -1;
-        try {
-          m.mirror.persist(batch as Ready);
-        } catch {
-          // The real storage refuses it too; the loop's failure is what the test sees.
-        }
-        // A leadership counts once the Ready that made it is durable (see host_sim.ts).
-        const leaderTerm = live() && m.host ? m.pendingLeaderTerm : undefined;
-        if (leaderTerm !== undefined) m.pendingLeaderTerm = undefined;
-        return storage.save(batch).then(() => {
-          if (!live()) return;
-          this.#guard(() => this.checker.entriesStored(m.id, prevTerm, batch.entries));
-          if (leaderTerm !== undefined) {
-            this.#guard(() => this.checker.roleObserved(m.id, leaderTerm, true, m.mirror));
-          }
-        });
-      },
-      saveSnapshot: (snapshot: Snapshot): Promise<void> => {
-        m.mirror.installSnapshot(snapshot);
-        return storage.saveSnapshot(snapshot);
-      },
-    };
-  }
-
-  /** The real state machine, with the checker told of every restore and every apply. */
-  #observedFsm(m: Member, fsm: KvStateMachine, generation: number): StateMachine<CommandResult> {
-    const checker = this.checker;
-    const guard = (fn: () => void) => this.#guard(fn);
-    return {
-      get appliedIndex() {
-        return fsm.appliedIndex;
-      },
-      apply: (index, data) => {
-        const result = fsm.apply(index, data);
-        // Every replica at this index holds the same keys, metadata, revision and leases.
-        if (m.generation === generation) {
-          guard(() => checker.stateObserved(m.id, fsm.appliedIndex, stateOf(fsm)));
-        }
-        return result;
-      },
-      markApplied: (index) => fsm.markApplied(index),
-      snapshot: () => fsm.snapshot(),
-      restore(data) {
-        fsm.restore(data);
-        guard(() => checker.stateRestored(m.id, fsm.appliedIndex, stateOf(fsm)));
-      },
-    };
+  /** The checker and the failure guard, as the observed hosts see them. */
+  get #observer(): Observer {
+    return { checker: this.checker, guard: (fn) => this.#guard(fn) };
   }
 }
 
@@ -820,18 +736,7 @@ class ManualTransport implements Transport {
   }
 
   stats(): TransportStats {
-    return {
-      peers: {},
-      inbound: {
-        open: 0,
-        accepted: 0,
-        rejected: 0,
-        protocolErrors: 0,
-        receivedFrames: 0,
-        receivedMessages: 0,
-        handlerErrors: 0,
-      },
-    };
+    return emptyTransportStats();
   }
 
   forget(_addr: string): void {}
@@ -840,12 +745,4 @@ class ManualTransport implements Transport {
     this.dead = true;
     return Promise.resolve();
   }
-}
-
-function stateOf(fsm: KvStateMachine): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const item of fsm.list()) out.set(item.key, entryText(item));
-  if (fsm.revision > 0) out.set(REVISION_KEY, String(fsm.revision));
-  for (const l of fsm.leases()) out.set(leaseKey(l.id), leaseText(l.ttlSeconds, l.keys));
-  return out;
 }

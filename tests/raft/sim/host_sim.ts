@@ -29,24 +29,12 @@ import {
   KvStateMachine,
   rangeRequest,
 } from "../../../src/kv/mod.ts";
-import type {
-  Config,
-  ConfigChange,
-  Entry,
-  HardState,
-  Message,
-  NodeId,
-  PersistedState,
-  Ready,
-  Snapshot,
-} from "../../../src/raft/mod.ts";
+import type { Config, ConfigChange, Message, NodeId } from "../../../src/raft/mod.ts";
 import {
   decodeResult,
   encodeResult,
-  type LogStore,
   RaftStorage,
   ReplicationHost,
-  type StateMachine,
 } from "../../../src/replication/mod.ts";
 import { SeededRng } from "../../../src/rng.ts";
 import { InvariantViolation, SafetyChecker } from "./checker.ts";
@@ -60,8 +48,16 @@ import {
   remember,
   rememberTxn,
 } from "./etcd_workload.ts";
-import { entryText, KvModel, leaseKey, leaseText, payloadKey, REVISION_KEY } from "./kv_model.ts";
+import { entryText, KvModel, payloadKey, REVISION_KEY } from "./kv_model.ts";
 import { LeaseTimingChecker } from "./lease_checker.ts";
+import {
+  observedFsm,
+  observedHooks,
+  type ObservedOptions,
+  observedStore,
+  type Observer,
+  stateOf,
+} from "./observed_host.ts";
 import { NodeClock, Scheduler } from "./scheduler.ts";
 import { SimDisk, SimKvFile } from "./sim_kv.ts";
 import { CALM, type LinkFaults, SimNetwork } from "./sim_transport.ts";
@@ -498,8 +494,10 @@ class HostSimulation {
     });
     const storage = RaftStorage.over(kv, { maxCommitMutations: this.#maxCommitMutations });
     const fsm = node.fsm = new KvStateMachine();
-    const store = this.#recordingStore(node, storage, generation);
-    const observedFsm = this.#observedFsm(node, fsm, generation);
+    const obs = this.#observer;
+    const options = this.#observedOptions(node);
+    const store = observedStore(node, storage, generation, obs, options);
+    const fsmSeen = observedFsm(node, fsm, generation, obs, options);
     node.clockSource = `${node.id}#etcd-${generation}`;
     const rngSeed = this.#rng.nextUint32();
     const random = new SeededRng(rngSeed);
@@ -507,7 +505,7 @@ class HostSimulation {
       nodeId: node.id,
       rpcAddr: `${node.id}:1`,
       storage: store,
-      fsm: observedFsm,
+      fsm: fsmSeen,
       results: { encode: encodeResult, decode: decodeResult },
       transport: (handlers) => this.#net.attach(node.id, clock, handlers),
       clock,
@@ -517,7 +515,7 @@ class HostSimulation {
       snapshotEntries: this.#snapshotEntries,
       requestTimeoutMs: 1000,
       random: () => random.float(),
-      hooks: this.#hooks(node, generation),
+      hooks: observedHooks(node, generation, obs, options),
     }).then((host) =>
       this.#guard(() => {
         if (node.generation !== generation) return;
@@ -626,144 +624,49 @@ class HostSimulation {
     this.#start(fresh);
   }
 
-  #hooks(node: NodeSlot, generation: number) {
-    return {
-      onSoftState: (ss: { leader: string; role: string; term: number }) =>
-        this.#guard(() => {
-          if (node.generation !== generation) return;
-          this.#traceSink?.(
-            `t=${this.#sched.now.toFixed(1)} ${node.id} is ${ss.role} in term ${ss.term}`,
-          );
-          if (ss.role === "leader") {
-            this.#leaseChecker.leading(`${node.id}#${generation}`, ss.term, this.#sched.now);
-            node.pendingLeaderTerm = ss.term;
-            this.#log(`${node.id} leads term ${ss.term}`);
-            // Membership changes right after an election (the reconciler does this).
-            if (this.#faultsOn && this.#rng.float() < 0.3) {
-              this.#sched.after(0, () => this.#guard(() => this.#changeMembership(node)));
-            }
-          } else {
-            node.pendingLeaderTerm = undefined;
-            this.#checker.roleObserved(node.id, ss.term, false, node.mirror);
-          }
-        }),
-      onApply: (entries: readonly Entry[]) =>
-        this.#guard(() => {
-          if (node.generation !== generation || !node.host) return;
-          this.#checker.committedObserved(node.id, node.host.status().term, entries);
-          for (const e of entries) this.#checker.entryApplied(node.id, e);
-        }),
-    };
+  /** The checker and the failure guard, as the observed hosts see them. */
+  get #observer(): Observer {
+    return { checker: this.#checker, guard: (fn) => this.#guard(fn) };
   }
 
-  /** The real storage, with the checker watching what the host hands it. */
-  #recordingStore(node: NodeSlot, storage: RaftStorage, generation: number): LogStore {
+  /** This simulator's additions to the shared observation of `node`'s host. */
+  #observedOptions(node: NodeSlot): ObservedOptions {
+    const generation = node.generation;
     const live = () => node.generation === generation;
     return {
-      load: async (): Promise<PersistedState> => {
-        const state = await storage.load();
-        if (live()) this.#guard(() => this.#checker.termLoaded(node.id, state.hardState.term));
-        const mirror = new Disk();
-        mirror.hardState = state.hardState;
-        mirror.snapshot = state.snapshot;
-        mirror.entries = [...state.entries];
-        if (live()) node.mirror = mirror;
-        return state;
+      onSoftState: (ss) =>
+        this.#traceSink?.(
+          `t=${this.#sched.now.toFixed(1)} ${node.id} is ${ss.role} in term ${ss.term}`,
+        ),
+      onLeader: (term) => {
+        this.#leaseChecker.leading(`${node.id}#${generation}`, term, this.#sched.now);
+        this.#log(`${node.id} leads term ${term}`);
+        // Membership changes right after an election (the reconciler does this).
+        if (this.#faultsOn && this.#rng.float() < 0.3) {
+          this.#sched.after(0, () => this.#guard(() => this.#changeMembership(node)));
+        }
       },
-      save: (batch: {
-        readonly hardState?: HardState;
-        readonly entries: readonly Entry[];
-        readonly snapshot?: Snapshot;
-      }): Promise<void> => {
-        const first = batch.entries[0]?.index ?? 0;
-        const prevTerm = first > 0 ? node.mirror.termAt(first - 1) ?? -1 : -1;
+      beforeSave: (batch) => {
         if (
-          live() && node.trapTermSave && batch.hardState !== undefined &&
-          batch.hardState.term > node.mirror.hardState.term
-        ) {
-          // The trap: the process dies while its new term is being written (and that write
-          // is lost), after whatever the host sent before the save went out.
-          node.trapTermSave = false;
-          this.#sched.after(0, () =>
-            this.#guard(() => {
-              if (!live()) return;
-              this.#crash(node, `while term ${batch.hardState!.term} is being written`, false);
-              this.#sched.after(
-                20 + this.#trapRng.float() * 200,
-                () => this.#guard(() => this.#restart(node)),
-              );
-            }));
-        }
-        try {
-          node.mirror.persist(batch as Ready);
-        } catch {
-          // The real storage refuses it too; the loop's failure is what the checker sees.
-        }
-        // A leadership counts once the Ready that made it is durable: a sole voter elects
-        // itself, votes and leads in one Ready, and if it dies before that write lands it
-        // comes back in its old term and may lose the same term to another node. That lost
-        // leadership did nothing: the durable-term check proves it sent nothing in that
-        // term, and its writes of that term are gone with the unfinished save.
-        const leaderTerm = live() && node.host ? node.pendingLeaderTerm : undefined;
-        if (leaderTerm !== undefined) node.pendingLeaderTerm = undefined;
-        return storage.save(batch).then(() => {
-          if (!live()) return;
-          this.#guard(() => this.#checker.entriesStored(node.id, prevTerm, batch.entries));
-          if (leaderTerm !== undefined) {
-            this.#guard(() => this.#checker.roleObserved(node.id, leaderTerm, true, node.mirror));
-          }
-        });
+          !node.trapTermSave || batch.hardState === undefined ||
+          batch.hardState.term <= node.mirror.hardState.term
+        ) return;
+        // The trap: the process dies while its new term is being written (and that write
+        // is lost), after whatever the host sent before the save went out.
+        node.trapTermSave = false;
+        this.#sched.after(0, () =>
+          this.#guard(() => {
+            if (!live()) return;
+            this.#crash(node, `while term ${batch.hardState!.term} is being written`, false);
+            this.#sched.after(
+              20 + this.#trapRng.float() * 200,
+              () => this.#guard(() => this.#restart(node)),
+            );
+          }));
       },
-      saveSnapshot: (snapshot: Snapshot): Promise<void> => {
-        node.mirror.installSnapshot(snapshot);
-        return storage.saveSnapshot(snapshot);
-      },
-    };
-  }
-
-  /** The real state machine, with the checker told of every restore. */
-  #observedFsm(
-    node: NodeSlot,
-    fsm: KvStateMachine,
-    generation: number,
-  ): StateMachine<CommandResult> {
-    const checker = this.#checker;
-    const guard = (fn: () => void) => this.#guard(fn);
-    let revision = fsm.revision;
-    return {
-      get appliedIndex() {
-        return fsm.appliedIndex;
-      },
-      apply: (index, data) => {
-        const result = fsm.apply(index, data);
-        if (node.generation === generation) {
-          guard(() => {
-            // Every replica at this index holds the same keys, etcd metadata, revision and
-            // leases; a transaction applied in part, or a key gone some other way, shows here.
-            // Compared after every etcd command (the whole state: a divergence of a mökv
-            // write shows at the next one, and in reads, restores and the end).
-            if (isEtcdCommand(data)) {
-              checker.stateObserved(node.id, fsm.appliedIndex, stateOf(fsm));
-            }
-            if (fsm.revision < revision) {
-              throw new InvariantViolation(
-                "revisions",
-                `${node.id}'s store revision went from ${revision} to ${fsm.revision} applying ${index}`,
-              );
-            }
-            revision = fsm.revision;
-          });
-        }
-        return result;
-      },
-      markApplied: (index) => fsm.markApplied(index),
-      snapshot: () => fsm.snapshot(),
-      snapshotSteps: () => fsm.snapshotSteps(),
-      restore(data) {
-        fsm.restore(data);
-        revision = fsm.revision;
-        guard(() => checker.stateRestored(node.id, fsm.appliedIndex, stateOf(fsm)));
-      },
+      // Compared after every etcd command (the whole state: a divergence of a mökv write
+      // shows at the next one, and in reads, restores and the end).
+      compareAfter: isEtcdCommand,
     };
   }
 
@@ -1579,18 +1482,6 @@ class HostSimulation {
  */
 function isEtcdCommand(data: Uint8Array): boolean {
   return data.length > 1 && data[1] >= 5;
-}
-
-/**
- * A replica's whole state as the checker compares it: every key with its etcd metadata, the
- * store revision and every lease with its keys (see kv_model.ts).
- */
-function stateOf(fsm: KvStateMachine): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const item of fsm.list()) out.set(item.key, entryText(item));
-  if (fsm.revision > 0) out.set(REVISION_KEY, String(fsm.revision));
-  for (const l of fsm.leases()) out.set(leaseKey(l.id), leaseText(l.ttlSeconds, l.keys));
-  return out;
 }
 
 function pick<T>(rng: SeededRng, items: readonly T[]): T {

@@ -10,6 +10,7 @@
 import type { Message, NodeId } from "../../../src/raft/mod.ts";
 import { decodeMessageBatch, encodeMessageBatch } from "../../../src/replication/codec.ts";
 import {
+  emptyTransportStats,
   RemoteError,
   type Transport,
   TransportError,
@@ -286,18 +287,7 @@ export class SimTransport implements Transport {
   }
 
   stats(): TransportStats {
-    return {
-      peers: {},
-      inbound: {
-        open: 0,
-        accepted: 0,
-        rejected: 0,
-        protocolErrors: 0,
-        receivedFrames: 0,
-        receivedMessages: 0,
-        handlerErrors: 0,
-      },
-    };
+    return emptyTransportStats();
   }
 
   forget(_addr: string): void {}
