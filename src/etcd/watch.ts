@@ -51,8 +51,8 @@ import {
   type EventBatch,
   eventsFrom,
   MAX_WATCH_RESPONSE_EVENT_BYTES,
+  packedResponsesOf,
   readCatchUp,
-  responsesOf,
 } from "./watch_batch.ts";
 
 export { MAX_WATCH_RESPONSE_EVENT_BYTES };
@@ -348,10 +348,16 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         return h;
       };
     };
-    const frameEvents = (w: Watcher, b: EventBatch, headerOf: (r: number) => Uint8Array) => {
+    /** Frames `b` for `w`; `packed` is `b` as packedResponsesOf made it, made once per batch. */
+    const frameEvents = (
+      w: Watcher,
+      b: EventBatch,
+      packed: readonly { events: Uint8Array[]; revision: number }[],
+      headerOf: (r: number) => Uint8Array,
+    ) => {
       if (b.events.length === 0) return;
       w.active = true;
-      for (const r of responsesOf(b)) {
+      for (const r of packed) {
         frames.append({ header: headerOf(r.revision), watchId: w.id, events: r.events });
       }
       w.next = Math.max(w.next, b.revisions[b.revisions.length - 1] + 1);
@@ -367,8 +373,14 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       if (dirtyGroups.size === 0) return;
       const headerOf = headerCache();
       for (const g of dirtyGroups) {
+        // The group's watchers are nearly always at one position: one packing for all.
+        let last: EventBatch | undefined, packed: ReturnType<typeof packedResponsesOf> = [];
         for (const w of g.watchers) {
-          if (w.synced) frameEvents(w, eventsFrom(g.pending, w.next), headerOf);
+          if (!w.synced) continue;
+          const b = eventsFrom(g.pending, w.next);
+          if (b.events.length === 0) continue;
+          if (b !== last) [last, packed] = [b, packedResponsesOf(b)];
+          frameEvents(w, b, packed, headerOf);
         }
         g.pending = { events: [], revisions: [] };
       }
@@ -452,8 +464,9 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
             Math.max(1, Math.floor(budget / list.length)),
             newest,
           );
+          const packed = read.batch.events.length > 0 ? packedResponsesOf(read.batch) : [];
           for (const w of list) {
-            frameEvents(w, read.batch, headerOf);
+            frameEvents(w, read.batch, packed, headerOf);
             w.next = read.next;
             if (read.done) {
               w.synced = true;

@@ -64,6 +64,25 @@ export function responsesOf(b: EventBatch): { events: Uint8Array[]; revision: nu
   return out;
 }
 
+/**
+ * {@link responsesOf} with each response's events joined into one array: what every watcher
+ * that is sent the same batch copies with a single copy per response, not one per event.
+ */
+export function packedResponsesOf(b: EventBatch): { events: Uint8Array[]; revision: number }[] {
+  return responsesOf(b).map((r) => {
+    if (r.events.length === 1) return r;
+    let size = 0;
+    for (const e of r.events) size += e.length;
+    const joined = new Uint8Array(size);
+    let at = 0;
+    for (const e of r.events) {
+      joined.set(e, at);
+      at += e.length;
+    }
+    return { events: [joined], revision: r.revision };
+  });
+}
+
 /** What one catch-up read took from the history. */
 export interface CatchUpRead {
   /** The selected events, whole revisions only. */
