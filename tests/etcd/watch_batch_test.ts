@@ -9,6 +9,7 @@ import {
   emptyBatch,
   eventsFrom,
   MAX_WATCH_RESPONSE_EVENT_BYTES,
+  packedResponsesOf,
   readCatchUp,
   responsesOf,
 } from "../../src/etcd/watch_batch.ts";
@@ -77,4 +78,27 @@ Deno.test("watch batches: cut at a position; responses split between revisions o
   const parts = responsesOf(b);
   assertEquals(parts.map((p) => p.revision), [2, 4], "split between revisions 2 and 3");
   assertEquals(parts.map((p) => p.events.length), [3, 2], "revision 2 stays together");
+});
+
+Deno.test("watch batches: packed responses join each response's events into one array", () => {
+  const b = emptyBatch();
+  for (const [r, byte] of [[1, 1], [1, 2], [2, 3]]) {
+    b.events.push(new Uint8Array([byte, byte]));
+    b.revisions.push(r);
+  }
+  const packed = packedResponsesOf(b);
+  assertEquals(packed.length, 1, "one response");
+  assertEquals(packed[0].revision, 2, "at the newest revision");
+  assertEquals(packed[0].events, [new Uint8Array([1, 1, 2, 2, 3, 3])], "the events joined");
+  const big = emptyBatch();
+  const size = Math.floor(MAX_WATCH_RESPONSE_EVENT_BYTES / 2) + 1;
+  for (const r of [1, 2]) {
+    big.events.push(new Uint8Array(size).fill(r));
+    big.revisions.push(r);
+  }
+  const two = packedResponsesOf(big);
+  assertEquals(two.map((p) => [p.revision, p.events.length, p.events[0].length]), [
+    [1, 1, size],
+    [2, 1, size],
+  ], "split as responsesOf splits");
 });
