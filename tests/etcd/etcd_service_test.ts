@@ -268,7 +268,7 @@ Deno.test("etcd watch: progress_notify on an idle watcher; filters; prev_kv", as
   }
 });
 
-Deno.test("etcd watch: a client that does not read is cancelled with a reason; the node serves on", async () => {
+Deno.test("etcd watch: a client that does not read until its events left the history is cancelled with a reason; the node serves on", async () => {
   const local = new LocalBackend({ nodeId: "n1", rpcAddr: "127.0.0.1:1" });
   const h = await startHarness({ backend: local, etcd: localEtcdBackend(local) });
   const kv = client("KV", h.address);
@@ -282,7 +282,9 @@ Deno.test("etcd watch: a client that does not read is cancelled with a reason; t
     await new Promise((r) => setTimeout(r, 200));
     stream.pause(); // the client stops reading
     const value = new Uint8Array(512 * 1024);
-    // 64 MiB of events against a 16 MiB bound per stream.
+    // Over 16 MiB waiting parks the stream (no more live events are queued for it); 64 MiB
+    // of values, 128 MiB with their previous values, overflow the 64 MiB event history, so
+    // the watcher's next revision leaves it and the watcher is cancelled as compacted.
     for (let i = 0; i < 128; i++) await unary(kv, "Put", { key: b("big"), value });
     stream.resume();
     const deadline = Date.now() + 20_000;
@@ -292,6 +294,7 @@ Deno.test("etcd watch: a client that does not read is cancelled with a reason; t
     const c = got.find((r) => r.canceled);
     assert(c !== undefined, "the watcher was cancelled");
     assert(c!.cancel_reason.includes("too slow"), c!.cancel_reason);
+    assert(Number(c!.compact_revision) > 0, `compact_revision ${c!.compact_revision}`);
     const r = await unary(kv, "Range", { key: b("big"), keys_only: true });
     assertEquals((r.kvs as unknown[]).length, 1, "the node still serves");
     stream.end();
