@@ -66,6 +66,8 @@ export const DEFAULT_WATCH_STREAM_BUFFER_BYTES = 16 * 1024 * 1024;
 const CATCH_UP_POLL_MS = 10;
 /** How often watchers that asked for progress notifications get one when idle (etcd: 10 min). */
 export const DEFAULT_PROGRESS_NOTIFY_MS = 10 * 60 * 1000;
+/** Requests of one stream taken off the connection but not handled yet, at most. */
+const MAX_QUEUED_REQUESTS = 64;
 /** Watchers one stream may hold. */
 export const MAX_WATCHERS_PER_STREAM = 10_000;
 
@@ -314,6 +316,8 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     /** A progress request waits until every watcher is synced (as etcd 3.5 defers it). */
     let progressDeferred = false;
     let pollTimer: ReturnType<typeof setTimeout> | undefined;
+    /** Set while the request queue waits for the client to read (see `drained`). */
+    let requestTimer: ReturnType<typeof setTimeout> | undefined;
 
     const frames = new WatchFrames();
     /** Writes what is framed; parks the stream once its client lags by more than the bound. */
@@ -451,27 +455,33 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
         if (list) list.push(w);
         else byNext.set(w.next, [w]);
       }
+      // The furthest behind first (as etcd syncs from the oldest unsynced revision): the
+      // budget goes to whoever the history would drop first, so a busy watcher that takes
+      // every step's budget cannot hold a quiet one back until the history passes it.
+      const order: { group: Group; next: number; list: Watcher[] }[] = [];
+      for (const [group, byNext] of batches) {
+        for (const [next, list] of byNext) order.push({ group, next, list });
+      }
+      order.sort((x, y) => x.next - y.next);
       const newest = store.revision;
       const headerOf = headerCache();
-      steps: for (const [group, byNext] of batches) {
-        for (const [next, list] of byNext) {
-          const budget = fillBytes - sink.waiting - frames.byteLength;
-          if (budget <= 0) break steps;
-          const read = readCatchUp(
-            store.history.revisionsFrom(next),
-            next,
-            (rev) => select(group, rev),
-            Math.max(1, Math.floor(budget / list.length)),
-            newest,
-          );
-          const packed = read.batch.events.length > 0 ? packedResponsesOf(read.batch) : [];
-          for (const w of list) {
-            frameEvents(w, read.batch, packed, headerOf);
-            w.next = read.next;
-            if (read.done) {
-              w.synced = true;
-              unsynced.delete(w);
-            }
+      for (const { group, next, list } of order) {
+        const budget = fillBytes - sink.waiting - frames.byteLength;
+        if (budget <= 0) break;
+        const read = readCatchUp(
+          store.history.revisionsFrom(next),
+          next,
+          (rev) => select(group, rev),
+          Math.max(1, Math.floor(budget / list.length)),
+          newest,
+        );
+        const packed = read.batch.events.length > 0 ? packedResponsesOf(read.batch) : [];
+        for (const w of list) {
+          frameEvents(w, read.batch, packed, headerOf);
+          w.next = read.next;
+          if (read.done) {
+            w.synced = true;
+            unsynced.delete(w);
           }
         }
       }
@@ -633,10 +643,35 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
     };
 
-    // Requests are handled one after another (authorization may await).
+    // Requests are handled one after another (authorization may await). Every create and
+    // cancel is answered, so a client that sends requests but does not read its responses
+    // would grow the stream without bound: while more than the bound waits for the client,
+    // the next request waits too, and at most MAX_QUEUED_REQUESTS are taken off the
+    // connection (then reading pauses, and HTTP/2 flow control holds the client back).
     let queue: Promise<void> = Promise.resolve();
+    let queued = 0;
+    let requestsPaused = false;
+    const drained = async (): Promise<void> => {
+      for (let polls = 0; !closed && sink.waiting > bufferBytes; polls++) {
+        await new Promise<void>((resolve) => {
+          requestTimer = setTimeout(() => {
+            requestTimer = undefined;
+            resolve();
+          }, CATCH_UP_POLL_MS);
+        });
+      }
+    };
     call.on("data", (req: WatchRequest) => {
+      if (++queued >= MAX_QUEUED_REQUESTS && !requestsPaused) {
+        requestsPaused = true;
+        call.pause();
+      }
       queue = queue.then(async () => {
+        if (sink.waiting > bufferBytes) await drained();
+        if (--queued <= MAX_QUEUED_REQUESTS / 2 && requestsPaused && !closed) {
+          requestsPaused = false;
+          call.resume();
+        }
         if (closed) return;
         switch (req.request_union) {
           case "create_request":
@@ -674,6 +709,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       unreset();
       clearInterval(timer);
       if (pollTimer !== undefined) clearTimeout(pollTimer);
+      if (requestTimer !== undefined) clearTimeout(requestTimer);
       watchers.clear();
       unsynced.clear();
       groups.clear();
