@@ -152,12 +152,21 @@ interface EncodedEvent {
  */
 let cached: { rev: RevisionEvents; events: EncodedEvent[] } | undefined;
 
+const encode = (rev: RevisionEvents): EncodedEvent[] =>
+  rev.events.map((e) => ({ event: e, key: keyBytes(e.key) }));
+
 function encodingsOf(rev: RevisionEvents): EncodedEvent[] {
-  if (cached?.rev !== rev) {
-    cached = { rev, events: rev.events.map((e) => ({ event: e, key: keyBytes(e.key) })) };
-  }
+  if (cached?.rev !== rev) cached = { rev, events: encode(rev) };
   return cached.events;
 }
+
+/**
+ * Revisions of the history one catch-up step looks at, over all its watchers: a watcher that
+ * selects little reads far in a step, and a stream with many such watchers (a thousand keys
+ * watched one by one) must not hold the event loop, and every other stream, for the whole
+ * history at once.
+ */
+export const CATCH_UP_STEP_REVISIONS = 20_000;
 
 /** Event `enc` of `revision` as a WatchResponse's events field, with or without prev_kv. */
 function encodedEvent(enc: EncodedEvent, revision: number, withPrev: boolean): Uint8Array {
@@ -182,14 +191,28 @@ function matches(range: KeyRange, key: string, bytes: Uint8Array): boolean {
   return range.end === null || compareBytes(bytes, range.end) < 0;
 }
 
-/** The encoded events of `rev` that `s` selects, in order (empty when none). */
-function select(s: Selector, rev: RevisionEvents): Uint8Array[] {
+/**
+ * The encoded events of `rev` that `s` selects, in order (empty when none). `encodings` gives
+ * the revision's events ready to encode: the node's cache of the newest revision by default.
+ */
+function select(
+  s: Selector,
+  rev: RevisionEvents,
+  encodings: (rev: RevisionEvents) => EncodedEvent[] = encodingsOf,
+): Uint8Array[] {
   const out: Uint8Array[] = [];
-  for (const enc of encodingsOf(rev)) {
-    const e = enc.event;
+  const events = rev.events;
+  // A one-key selector compares the key as a string: the revision's encodings are looked up
+  // (made, if it is not the newest revision) only once something matches.
+  const oneKey = s.range.end === undefined;
+  let encs: EncodedEvent[] | undefined;
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i];
     if (e.type === "put" ? s.noPut : s.noDelete) continue;
-    if (!matches(s.range, e.key, enc.key)) continue;
-    out.push(encodedEvent(enc, rev.revision, s.prevKv));
+    if (oneKey && e.key !== s.range.start) continue;
+    encs ??= encodings(rev);
+    if (!oneKey && !matches(s.range, e.key, encs[i].key)) continue;
+    out.push(encodedEvent(encs[i], rev.revision, s.prevKv));
   }
   return out;
 }
@@ -465,16 +488,27 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       order.sort((x, y) => x.next - y.next);
       const newest = store.revision;
       const headerOf = headerCache();
+      // The step's history revisions, each prepared once for all of its watchers (the live
+      // path prepares each once per node; here most are old, not the node's cached one).
+      const prepared = new Map<RevisionEvents, EncodedEvent[]>();
+      const encodings = (rev: RevisionEvents): EncodedEvent[] => {
+        let events = prepared.get(rev);
+        if (!events) prepared.set(rev, events = encode(rev));
+        return events;
+      };
+      let revisionsLeft = CATCH_UP_STEP_REVISIONS;
       for (const { group, next, list } of order) {
         const budget = fillBytes - sink.waiting - frames.byteLength;
-        if (budget <= 0) break;
+        if (budget <= 0 || revisionsLeft <= 0) break;
         const read = readCatchUp(
           store.history.revisionsFrom(next),
           next,
-          (rev) => select(group, rev),
+          (rev) => select(group, rev, encodings),
           Math.max(1, Math.floor(budget / list.length)),
           newest,
+          revisionsLeft,
         );
+        revisionsLeft -= read.visited;
         const packed = read.batch.events.length > 0 ? packedResponsesOf(read.batch) : [];
         for (const w of list) {
           frameEvents(w, read.batch, packed, headerOf);
@@ -487,7 +521,9 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
       }
       answerDeferredProgress();
       write();
-      wake();
+      // Stopped by the revision bound, not by the client: go on as soon as the event loop
+      // has served everyone else.
+      wake(revisionsLeft <= 0 ? 0 : CATCH_UP_POLL_MS);
     };
 
     /** Answers a deferred progress request once every watcher follows live events again. */
@@ -499,7 +535,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     };
 
     /** Looks again soon whether the client has read enough (while any watcher is unsynced). */
-    const wake = (): void => {
+    const wake = (delayMs = CATCH_UP_POLL_MS): void => {
       if (pollTimer !== undefined || closed || unsynced.size === 0) return;
       pollTimer = setTimeout(() => {
         pollTimer = undefined;
@@ -512,7 +548,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
           write();
           wake();
         }
-      }, CATCH_UP_POLL_MS);
+      }, delayMs);
     };
 
     const unsubscribe = store.onEvents((rev) => {

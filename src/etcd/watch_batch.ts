@@ -91,14 +91,18 @@ export interface CatchUpRead {
   readonly next: number;
   /** The read reached the store's newest revision: the watcher can follow live events now. */
   readonly done: boolean;
+  /** Revisions of the history looked at (selected from or not). */
+  readonly visited: number;
 }
 
 /**
  * Reads the events a watcher selects from `revisions` (the history from `from` on, oldest
- * first) until they pass `budgetBytes`, stopping between revisions only (the first revision
- * with events is always taken whole, however large, so every read advances). `newest` is
- * the store's newest revision: a read that exhausts `revisions` has reached it, and the
- * watcher's position becomes `newest + 1` (never lower than `from`).
+ * first) until they pass `budgetBytes`, or `maxRevisions` revisions have been looked at,
+ * stopping between revisions only (the first revision is always taken whole, however large,
+ * so every read advances). `newest` is the store's newest revision: a read that exhausts
+ * `revisions` has reached it, and the watcher's position becomes `newest + 1` (never lower
+ * than `from`). The revision bound keeps a watcher that selects little from scanning the
+ * whole history in one synchronous step.
  */
 export function readCatchUp(
   revisions: Iterable<RevisionEvents>,
@@ -106,19 +110,21 @@ export function readCatchUp(
   select: (rev: RevisionEvents) => readonly Uint8Array[],
   budgetBytes: number,
   newest: number,
+  maxRevisions = Infinity,
 ): CatchUpRead {
   const batch = emptyBatch();
-  let bytes = 0;
+  let bytes = 0, visited = 0;
   for (const rev of revisions) {
     if (rev.revision < from) continue;
-    if (bytes > 0 && bytes >= budgetBytes) {
-      return { batch, next: rev.revision, done: false };
+    if ((bytes > 0 && bytes >= budgetBytes) || (visited > 0 && visited >= maxRevisions)) {
+      return { batch, next: rev.revision, done: false, visited };
     }
+    visited++;
     for (const e of select(rev)) {
       batch.events.push(e);
       batch.revisions.push(rev.revision);
       bytes += e.length;
     }
   }
-  return { batch, next: Math.max(from, newest + 1), done: true };
+  return { batch, next: Math.max(from, newest + 1), done: true, visited };
 }
