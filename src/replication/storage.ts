@@ -442,7 +442,8 @@ export class RaftStorage implements LogStore {
       const run = cur;
       cur = null;
       if (run.chunks.length !== run.parts) {
-        broken = true;
+        // A run in parts holds one entry: one the snapshot covers is a leftover, not a tear.
+        if (run.first > snapIndex) broken = true;
         for (const key of run.keys) garbage.push({ key });
         return;
       }
