@@ -2,14 +2,17 @@
  * Memory benchmark of a real three-node cluster (mutual TLS, the example configurations on
  * other ports, data in a temporary directory): ingests N keys with the Go load generator of
  * ../shared/anchor-bench (`setup.sh` builds it), then reports per node the RSS, the V8 heap,
- * the memory outside the heap and the bytes per key, and the time from a restart of all three
+ * the memory outside the heap (and of it the Raft log's entries in memory and the snapshot the
+ * core holds for followers) and the bytes per key, and the time from a restart of all three
  * nodes to every one answering /healthz and to a leader being reported. Run by hand:
  *
  *   deno run --allow-all bench/memory.ts [--keys 300000] [--value-bytes 256] [--keep]
  *
  * `--loadgen PATH` (default /tmp/anchor-bench/bin/loadgen), `--base-port 9600` (gRPC on
  * base, base+2, base+4; gossip one above each; metrics on base-600+0..2), `--node-flags
- * "..."` (extra flags for every node). Certificates from $HOME/.mokv (`deno task gencert`).
+ * "..."` (extra flags for every node), `--inspect-base 9229` (node i gets Deno's `--inspect` on
+ * that port + i) with `--hold-seconds N` (wait N s after each report, to take heap snapshots).
+ * Certificates from $HOME/.mokv (`deno task gencert`).
  */
 import { parseArgs } from "node:util";
 
@@ -23,6 +26,8 @@ const { values: opt } = parseArgs({
     "base-port": { type: "string", default: "9600" },
     "node-flags": { type: "string", default: "" },
     keep: { type: "boolean", default: false },
+    "inspect-base": { type: "string", default: "" },
+    "hold-seconds": { type: "string", default: "0" },
   },
 });
 const keys = Number(opt.keys);
@@ -54,8 +59,12 @@ const tls = [
 let procs: Deno.ChildProcess[] = [];
 
 function spawn(n: (typeof nodes)[number]): Deno.ChildProcess {
+  const inspect = opt["inspect-base"] === ""
+    ? []
+    : [`--inspect=127.0.0.1:${Number(opt["inspect-base"]) + n.i}`];
   const args = [
     "run",
+    ...inspect,
     "--allow-all",
     "--unstable-kv",
     "--unstable-net",
@@ -126,6 +135,7 @@ async function loadgen(args: string[]): Promise<string> {
 
 async function report(label: string): Promise<void> {
   console.log(label);
+  const holdS = Number(opt["hold-seconds"]);
   for (const n of nodes) {
     const m = await metrics(n.metrics);
     const rss = m.get("process_resident_memory_bytes") ?? 0;
@@ -137,12 +147,18 @@ async function report(label: string): Promise<void> {
         mib(rss)
       }, heap used ${mib(m.get("nodejs_heap_size_used_bytes") ?? 0)} of ${
         mib(m.get("nodejs_heap_size_total_bytes") ?? 0)
-      }, external ${mib(m.get("mokv_process_external_memory_bytes") ?? 0)}; ${count} keys, ${
+      }, external ${mib(m.get("mokv_process_external_memory_bytes") ?? 0)} (log ${
+        mib(m.get("mokv_raft_log_memory_bytes") ?? 0)
+      }, snapshot held ${mib(m.get("mokv_raft_snapshot_memory_bytes") ?? 0)}); ${count} keys, ${
         mib(stored)
       } of data, ${count > 0 ? (rss / count).toFixed(0) : "-"} B of RSS per key; ${
         m.get("mokv_snapshots_total") ?? 0
       } snapshots`,
     );
+  }
+  if (holdS > 0) {
+    console.log(`  (holding ${holdS} s, e.g. for heap snapshots over --inspect-base)`);
+    await new Promise((r) => setTimeout(r, holdS * 1000));
   }
 }
 

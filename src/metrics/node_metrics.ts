@@ -101,6 +101,10 @@ export interface NodeMetrics {
   readonly eventLoopDelaySeconds: Histogram;
   /** Memory held outside the V8 heap by ArrayBuffers and the like (Deno's `external`). */
   readonly processExternalMemoryBytes: Gauge;
+  /** Bytes of command data in the Raft log entries held in memory (since the last compaction). */
+  readonly raftLogMemoryBytes: Gauge;
+  /** Bytes of the snapshot the Raft core holds for followers (0 once released). */
+  readonly raftSnapshotMemoryBytes: Gauge;
 
   /** Sets `mokv_raft_role` so exactly `role` reads 1. */
   setRole(role: RaftRole): void;
@@ -222,6 +226,14 @@ export function createNodeMetrics(options: NodeMetricsOptions = {}): NodeMetrics
     processExternalMemoryBytes: gauge(
       "mokv_process_external_memory_bytes",
       "Memory outside the V8 heap held by ArrayBuffers and the like (Deno.memoryUsage().external).",
+    ),
+    raftLogMemoryBytes: gauge(
+      "mokv_raft_log_memory_bytes",
+      "Bytes of command data in the Raft log entries held in memory (since the last compaction).",
+    ),
+    raftSnapshotMemoryBytes: gauge(
+      "mokv_raft_snapshot_memory_bytes",
+      "Bytes of the snapshot the Raft core holds to send to followers (0 once released).",
     ),
     setRole,
   };

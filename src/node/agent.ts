@@ -119,6 +119,8 @@ function sampler(node: MokvNode, metrics: NodeMetrics, lag: EventLoopLagProbe): 
     for (const m of node.members()) counts[m.state]++;
     for (const [state, n] of Object.entries(counts)) metrics.gossipMembers.set({ state }, n);
     const st = node.host.status();
+    metrics.raftLogMemoryBytes.set(st.logDataBytes);
+    metrics.raftSnapshotMemoryBytes.set(st.snapshotDataBytes);
     metrics.replicationLagEntries.reset();
     for (const [peer, p] of Object.entries(st.progress)) {
       if (peer !== node.nodeId) metrics.replicationLagEntries.set({ peer }, st.lastIndex - p.match);

@@ -26,6 +26,8 @@ export class RaftLog {
   stableIndex: number;
   /** Indexes of config entries still in `entries`, ascending. */
   private configIndexes: number[] = [];
+  /** Bytes of command data in `entries` (what the in-memory log holds beyond its objects). */
+  #dataBytes = 0;
 
   constructor(snapshot: SnapshotMeta, entries: readonly Entry[], committed: number) {
     this.snapshot = snapshot;
@@ -35,10 +37,16 @@ export class RaftLog {
         throw new RaftInvariantError(`log gap at ${entries[i].index}`);
       }
       if (entries[i].type === "config") this.configIndexes.push(entries[i].index);
+      this.#dataBytes += dataBytes(entries[i]);
     }
     this.committed = Math.max(committed, snapshot.index);
     this.applied = snapshot.index;
     this.stableIndex = this.lastIndex();
+  }
+
+  /** Bytes of command data held by the entries in memory. */
+  get dataBytes(): number {
+    return this.#dataBytes;
   }
 
   /** Index of the first entry still in memory (snapshot.index + 1 when the log is empty). */
@@ -104,6 +112,7 @@ export class RaftLog {
         throw new RaftInvariantError(`append at ${e.index}, last is ${this.lastIndex()}`);
       }
       this.entries.push(e);
+      this.#dataBytes += dataBytes(e);
       if (e.type === "config") this.configIndexes.push(e.index);
     }
   }
@@ -135,6 +144,9 @@ export class RaftLog {
 
   /** Drops entries from `index` on. */
   private truncateFrom(index: number): void {
+    for (let i = index - this.snapshot.index - 1; i < this.entries.length; i++) {
+      this.#dataBytes -= dataBytes(this.entries[i]);
+    }
     this.entries.length = index - this.snapshot.index - 1;
     while (
       this.configIndexes.length > 0 &&
@@ -188,8 +200,10 @@ export class RaftLog {
     const last = this.lastIndex();
     if (meta.index >= last) {
       this.entries = [];
+      this.#dataBytes = 0;
     } else {
-      this.entries.splice(0, Math.max(0, meta.index - this.snapshot.index));
+      const dropped = this.entries.splice(0, Math.max(0, meta.index - this.snapshot.index));
+      for (const e of dropped) this.#dataBytes -= dataBytes(e);
     }
     while (this.configIndexes.length > 0 && this.configIndexes[0] <= meta.index) {
       this.configIndexes.shift();
@@ -200,6 +214,7 @@ export class RaftLog {
   /** Replaces the whole log with a snapshot received from the leader. */
   restore(meta: SnapshotMeta): void {
     this.entries = [];
+    this.#dataBytes = 0;
     this.configIndexes = [];
     this.snapshot = meta;
     this.committed = meta.index;
@@ -224,4 +239,8 @@ export class RaftLog {
   hasUnstable(): boolean {
     return this.lastIndex() > this.stableIndex;
   }
+}
+
+function dataBytes(e: Entry): number {
+  return e.type === "normal" ? e.data.length : 0;
 }

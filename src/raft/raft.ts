@@ -89,6 +89,10 @@ export interface RaftStatus {
   readonly durableIndex: number;
   readonly snapshotIndex: number;
   readonly snapshotTerm: number;
+  /** Bytes of command data in the entries the core holds in memory (since `snapshotIndex`). */
+  readonly logDataBytes: number;
+  /** Bytes of the snapshot the core holds to send to followers (0 once released). */
+  readonly snapshotDataBytes: number;
   readonly config: Config;
   readonly leadTransferee: NodeId;
   readonly progress: Readonly<Record<NodeId, ProgressView>>;
@@ -149,6 +153,8 @@ export class RaftNode {
 
   /** Latest snapshot with data, to send to followers behind the log's start. */
   private snapshotData: Snapshot | undefined;
+  /** Data the core dropped since the host last asked (see {@link takeReleasedSnapshotData}). */
+  private releasedSnapshotData: Uint8Array[] = [];
   private incomingSnapshot: IncomingSnapshot | undefined;
   private snapshotToPersist: Snapshot | undefined;
 
@@ -229,10 +235,55 @@ export class RaftNode {
         [...this.progress.values()].some((pr) => pr.state === "snapshot");
       if (inUse) this.snapshotUnusedTicks = 0;
       else if (++this.snapshotUnusedTicks >= this.releaseSnapshotTicks) {
-        this.snapshotData = undefined;
+        this.dropSnapshotData();
         this.snapshotUnusedTicks = 0;
       }
     }
+  }
+
+  /**
+   * Drops the latest snapshot's data now unless a transfer is using it (a node that just
+   * restored it at start-up needs no second copy of its state): a follower that needs it later
+   * makes {@link takeSnapshotWanted} true, as after `releaseSnapshotTicks`. True if dropped.
+   */
+  releaseSnapshotData(): boolean {
+    if (!this.snapshotData || this.releaseSnapshotTicks <= 0) return false;
+    if (
+      this.role === "leader" && [...this.progress.values()].some((pr) => pr.state === "snapshot")
+    ) {
+      return false;
+    }
+    this.dropSnapshotData();
+    return true;
+  }
+
+  /**
+   * Snapshot data the core no longer references (released unused, or replaced by a newer
+   * snapshot), each once: the host may free it once nothing of its own (a write in progress)
+   * and no message still being encoded uses it. Kept only with `releaseSnapshotTicks` set, and
+   * then until taken: a host that sets it takes them every tick.
+   */
+  takeReleasedSnapshotData(): Uint8Array[] {
+    const out = this.releasedSnapshotData;
+    if (out.length > 0) this.releasedSnapshotData = [];
+    return out;
+  }
+
+  private dropSnapshotData(): void {
+    if (this.snapshotData) this.noteReleased(this.snapshotData.data);
+    this.snapshotData = undefined;
+  }
+
+  private noteReleased(data: Uint8Array): void {
+    if (this.releaseSnapshotTicks > 0) this.releasedSnapshotData.push(data);
+  }
+
+  /** Makes `snap` the latest snapshot with data, releasing the one it replaces. */
+  private setSnapshotData(snap: Snapshot): void {
+    if (this.snapshotData && this.snapshotData.data !== snap.data) {
+      this.noteReleased(this.snapshotData.data);
+    }
+    this.snapshotData = snap;
   }
 
   /**
@@ -341,7 +392,7 @@ export class RaftNode {
       term: this.log.term(index) ?? 0,
       config: this.log.configAt(index),
     };
-    this.snapshotData = { meta, data };
+    this.setSnapshotData({ meta, data });
     this.snapshotUnusedTicks = 0;
     const base = index - Math.max(0, keepEntries);
     if (base > this.log.snapshot.index) {
@@ -515,6 +566,8 @@ export class RaftNode {
       durableIndex: Math.min(this.persistedIndex, this.log.lastIndex()),
       snapshotIndex: this.log.snapshot.index,
       snapshotTerm: this.log.snapshot.term,
+      logDataBytes: this.log.dataBytes,
+      snapshotDataBytes: this.snapshotData?.data.length ?? 0,
       config: this.config,
       leadTransferee: this.leadTransferee,
       progress,
@@ -1081,7 +1134,7 @@ export class RaftNode {
     this.log.restore(meta);
     this.persistedIndex = Math.min(this.persistedIndex, meta.index);
     this.config = meta.config;
-    this.snapshotData = snap;
+    this.setSnapshotData(snap);
     this.snapshotToPersist = snap;
   }
 

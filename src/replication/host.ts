@@ -126,6 +126,16 @@ export interface ReplicationOptions<R> {
   readonly snapshotMinLogBytes?: number;
   /** How long a client request may wait for a leader, a commit or a read. Default 5000 ms. */
   readonly requestTimeoutMs?: number;
+  /**
+   * Free each snapshot buffer (detach its ArrayBuffer) a tick after the core released it and
+   * no storage write uses it, instead of leaving it to the garbage collector: V8 returns an
+   * ArrayBuffer's memory only at a full collection, which an idle process may not run for a
+   * long time (a 1 GiB node held its loaded 1 GiB snapshot beside its state after a restart).
+   * Safe only when the storage and the transport copy what they keep before the next tick
+   * (`RaftStorage` on Deno KV and `PeerTransport` do; the simulator's in-memory disk and
+   * network keep references, so it runs without). Default false.
+   */
+  readonly freeSnapshotBytes?: boolean;
   readonly random?: Random;
   readonly hooks?: ReplicationHooks;
   /** More Raft core tunables (pre-vote, check quorum, batching), for tests. Default: the core's. */
@@ -163,6 +173,11 @@ export class ReplicationHost<R> {
   private readonly electionTicks: number;
   private readonly snapshotEntries: number;
   private readonly snapshotMinLogBytes: number;
+  private readonly freeSnapshotBytes: boolean;
+  /** Snapshot buffers the core released, freed at a later tick (`freeSnapshotBytes`). */
+  private releasedSnapshotBytes: Uint8Array[] = [];
+  /** Buffers of the snapshots a storage write is using now: never freed under it. */
+  private readonly snapshotBytesInWrite = new Set<ArrayBufferLike>();
   /** Where `copyProposal` puts the next small proposal. */
   private proposalSlab = new Uint8Array(PROPOSAL_SLAB_BYTES);
   private proposalSlabOffset = 0;
@@ -229,6 +244,7 @@ export class ReplicationHost<R> {
     this.electionTicks = opts.electionTicks ?? 6;
     this.snapshotEntries = opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES;
     this.snapshotMinLogBytes = opts.snapshotMinLogBytes ?? DEFAULT_SNAPSHOT_MIN_LOG_BYTES;
+    this.freeSnapshotBytes = opts.freeSnapshotBytes ?? false;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.hooks = opts.hooks ?? {};
     this.hadState = hadState;
@@ -267,6 +283,9 @@ export class ReplicationHost<R> {
     );
     const host = new ReplicationHost(opts, raft, hadState);
     host.stateBytes = persisted.snapshot?.data.length ?? 0;
+    // The state now holds what the loaded snapshot holds: no second copy is kept for followers
+    // that may never need it (one that does gets a fresh snapshot, see maybeSnapshot).
+    raft.releaseSnapshotData();
     return host;
   }
 
@@ -770,6 +789,7 @@ export class ReplicationHost<R> {
   private onTick(): void {
     this.ticks++;
     this.raft.tick();
+    this.collectReleasedSnapshots();
     for (const id of this.transport.takeUnreachable()) this.raft.reportUnreachable(id);
     // Reads whose round went unanswered (a lost message) or found no leader go again.
     if (this.readInFlight && this.ticks - this.readInFlight.sentTick > this.electionTicks * 2) {
@@ -782,6 +802,24 @@ export class ReplicationHost<R> {
     }
     if (this.ticks % 10 === 0) this.expireRequests();
     this.wake();
+  }
+
+  /**
+   * Frees the snapshot buffers released at an earlier tick (messages holding views of them
+   * were encoded by the transport meanwhile) that no write uses, then takes what the core
+   * released since. Without `freeSnapshotBytes` it only drops the references.
+   */
+  private collectReleasedSnapshots(): void {
+    if (this.releasedSnapshotBytes.length > 0) {
+      const inWrite: Uint8Array[] = [];
+      for (const data of this.releasedSnapshotBytes) {
+        if (this.snapshotBytesInWrite.has(data.buffer)) inWrite.push(data);
+        else freeBytes(data);
+      }
+      this.releasedSnapshotBytes = inWrite;
+    }
+    const released = this.raft.takeReleasedSnapshotData();
+    if (this.freeSnapshotBytes) this.releasedSnapshotBytes.push(...released);
   }
 
   private expireRequests(): void {
@@ -883,7 +921,12 @@ export class ReplicationHost<R> {
         if (rd.snapshot && this.snapshotWrite) await this.snapshotWrite;
         if (this.snapshotWriteError) throw this.snapshotWriteError;
         const t0 = this.clock.now();
-        await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
+        if (rd.snapshot) this.snapshotBytesInWrite.add(rd.snapshot.data.buffer);
+        try {
+          await this.storage.save({ hardState, entries: rd.entries, snapshot: rd.snapshot });
+        } finally {
+          if (rd.snapshot) this.snapshotBytesInWrite.delete(rd.snapshot.data.buffer);
+        }
         if (hardState) {
           this.persistedHardState = hardState;
           this.deferredHardState = undefined;
@@ -1028,6 +1071,7 @@ export class ReplicationHost<R> {
     if (resupplied) return;
     const t0 = pending.startedMs;
     // Not awaited: the loop goes on persisting and sending while the snapshot is written.
+    this.snapshotBytesInWrite.add(snap.data.buffer);
     this.snapshotWrite = this.storage.saveSnapshot(snap).then(
       () => {
         this.hooks.onSnapshot?.({
@@ -1040,6 +1084,7 @@ export class ReplicationHost<R> {
         this.snapshotWriteError = err instanceof Error ? err : new Error(String(err));
       },
     ).finally(() => {
+      this.snapshotBytesInWrite.delete(snap.data.buffer);
       this.snapshotWrite = undefined;
       this.wake();
     });
@@ -1084,6 +1129,17 @@ export class ReplicationHost<R> {
   private throwIfFatal(): void {
     if (this.fatal) throw new UnavailableError(`node failed: ${this.fatal.message}`);
   }
+}
+
+/**
+ * Returns the memory of `data` at once by detaching its ArrayBuffer (`transfer(0)`), when
+ * `data` spans its whole buffer (a view into a larger one shares it and is left alone).
+ */
+function freeBytes(data: Uint8Array): void {
+  const buf = data.buffer;
+  if (!(buf instanceof ArrayBuffer) || buf.detached) return;
+  if (data.byteOffset !== 0 || data.byteLength !== buf.byteLength) return;
+  buf.transfer(0);
 }
 
 /** Marks an UnavailableError for a write that certainly was not applied (safe to retry). */

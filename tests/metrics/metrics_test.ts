@@ -224,17 +224,21 @@ Deno.test("the event-loop lag probe sees a blocked loop", async () => {
   if (probe.takeMaxSeconds() !== 0) throw new Error("takeMaxSeconds must start over");
 });
 
-Deno.test("the node families include event-loop lag and external memory", async () => {
+Deno.test("the node families include event-loop lag, external memory and the Raft log's memory", async () => {
   const m = createNodeMetrics({ processMetrics: false });
   m.eventLoopLagSeconds.set(0.25);
   m.eventLoopDelaySeconds.observe(0.002);
   m.processExternalMemoryBytes.set(1234);
+  m.raftLogMemoryBytes.set(4096);
+  m.raftSnapshotMemoryBytes.set(0);
   const text = await m.registry.metrics();
   for (
     const line of [
       "mokv_event_loop_lag_seconds 0.25",
       'mokv_event_loop_delay_seconds_bucket{le="0.005"} 1',
       "mokv_process_external_memory_bytes 1234",
+      "mokv_raft_log_memory_bytes 4096",
+      "mokv_raft_snapshot_memory_bytes 0",
     ]
   ) {
     if (!text.includes(line)) throw new Error(`missing ${line}`);

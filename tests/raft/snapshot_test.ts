@@ -72,3 +72,30 @@ Deno.test("§7 a follower behind the compacted log receives the snapshot in chun
   await settle(c, "a");
   assertEquals(c.value("c", "k0"), "later");
 });
+
+Deno.test("§7 restarted nodes keep no copy of their loaded snapshot; a follower behind gets a fresh one", async () => {
+  const c = await Cluster.start(["a", "b", "c"], { snapshotChunkBytes: 64, snapshotEntries: 5 });
+  assertEquals(await c.elect("a"), "leader");
+  c.isolate("c");
+  for (let i = 0; i < 20; i++) await c.propose("a", `k${i % 4}`, `value-${i}`);
+  await settle(c, "a");
+  const stored = c.stored("a").snapshotIndex;
+  assert(stored > 0, "a snapshotted");
+  // The restart restores the stored snapshot into the state machine and drops the buffer: a
+  // follower that needs a snapshot now makes the host take a fresh one from the state.
+  c.crash("a");
+  c.crash("b");
+  await c.restart("a");
+  await c.restart("b");
+  assertEquals(await c.elect("a"), "leader");
+  await settle(c, "a");
+  assert(c.status("a").firstIndex > c.status("c").lastIndex + 1, "c's next entry is compacted");
+  c.heal();
+  for (let r = 0; r < 40 && c.applied("c") < c.applied("a"); r++) await settle(c, "a", 1);
+  assertEquals(c.applied("c"), c.applied("a"));
+  assertEquals(c.state("c"), c.state("a"));
+  assert(
+    c.stored("c").snapshotIndex > stored,
+    "c installed a fresh snapshot, taken after the restart",
+  );
+});
