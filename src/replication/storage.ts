@@ -536,7 +536,9 @@ export class RaftStorage implements LogStore {
       if (format === RUN_FORMAT) {
         const v = r.u8();
         if (v !== CODEC_VERSION) throw new CodecError(`unsupported codec version ${v}`);
-        while (r.remaining > 0) out.push(readEntry(r));
+        // Views into the run's bytes (its own buffer, of about the entries' size, and the
+        // entries of a run are compacted together): no ArrayBuffer per entry.
+        while (r.remaining > 0) out.push(readEntry(r, true));
         if (out.length === 0) throw new CodecError("empty run");
       } else {
         out.push(decodeEntry(bytes));
