@@ -350,3 +350,29 @@ Deno.test("storage runs: a crash after any commit of a truncation of a per-entry
     assertTrue(commits >= 7, `took ${commits} commits`);
   });
 });
+
+Deno.test("storage runs: a covered run in parts left with only its part 0 is dropped, the live log kept", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/raft.kv`;
+    // Entries 1..12 in the per-entry layout, entry 5 in three parts.
+    const entries = normalEntries(1, 12, 1, 20).map((e) =>
+      e.index === 5 ? big(5, 1, 2 * PART_BYTES + 100) : e
+    );
+    await writeOldLayout(path, entries, { term: 1, vote: "", commit: 12 });
+    const kv = await Deno.openKv(path);
+    const part0 = (await kv.get<Uint8Array>(["raft", "log", 5, 0])).value!;
+    kv.close();
+    let [s, st] = await reopen(path);
+    assertEquals(st.entries.length, 12);
+    await s.saveSnapshot({ meta: { index: 8, term: 1, config: CONFIG }, data: new Uint8Array() });
+    s.close();
+    // A covered run half deleted the other way round than compaction does it: part 0 alone.
+    const kv2 = await Deno.openKv(path);
+    assertTrue((await kv2.set(["raft", "log", 5, 0], part0)).ok);
+    kv2.close();
+    [s, st] = await reopen(path);
+    assertEquals(st.entries.map((e) => e.index), [9, 10, 11, 12], "the live log stays");
+    s.close();
+    assertEquals(await countKeys(path, ["raft", "log"]), 4, "the leftover part 0 is gone");
+  });
+});
