@@ -399,6 +399,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     const frameLive = (): void => {
       if (dirtyGroups.size === 0) return;
       const headerOf = headerCache();
+      let parkedHere = false;
       for (const g of dirtyGroups) {
         // The group's watchers are nearly always at one position: one packing for all.
         let last: EventBatch | undefined, packed: ReturnType<typeof packedResponsesOf> = [];
@@ -406,12 +407,23 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
           if (!w.synced) continue;
           const b = eventsFrom(g.pending, w.next);
           if (b.events.length === 0) continue;
+          if (sink.waiting + frames.byteLength > bufferBytes) {
+            // One turn can apply thousands of revisions: past the bound, the rest of the
+            // stream's watchers are parked where they stand (everything they select before
+            // this turn's first event was framed) and read the turn from the history.
+            w.synced = false;
+            w.next = Math.max(w.next, b.revisions[0]);
+            unsynced.add(w);
+            parkedHere = true;
+            continue;
+          }
           if (b !== last) [last, packed] = [b, packedResponsesOf(b)];
           frameEvents(w, b, packed, headerOf);
         }
         g.pending = { events: [], revisions: [] };
       }
       dirtyGroups.clear();
+      if (parkedHere) wake();
     };
     const flush = (): void => {
       flushing = false;
@@ -529,8 +541,10 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     /** Answers a deferred progress request once every watcher follows live events again. */
     const answerDeferredProgress = (): void => {
       if (!progressDeferred || unsynced.size > 0) return;
-      progressDeferred = false;
+      // Framing the turn's events may park watchers (past the bound): then it waits on.
       frameLive();
+      if (unsynced.size > 0) return;
+      progressDeferred = false;
       frames.append({ header: headerAt(), watchId: -1 });
     };
 
@@ -726,11 +740,11 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
             // Not tied to a watcher: clientv3 broadcasts it to all of the stream's watchers,
             // so it waits while any is parked. Events still pending go first: nothing may
             // follow at or below its revision.
+            flush();
             if (unsynced.size > 0) {
               progressDeferred = true;
               return;
             }
-            flush();
             send({ header: headerAt(), watchId: -1 });
             return;
           default:

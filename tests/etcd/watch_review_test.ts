@@ -830,3 +830,45 @@ Deno.test("watch review: random interleavings of writes, creates, cancels, progr
   const seeds = Number(Deno.env.get("WATCH_REVIEW_SEEDS") ?? 12);
   for (let seed = 1; seed <= seeds; seed++) await randomScenario(seed);
 });
+
+Deno.test("watch review: one turn that applies many revisions to many watchers stays within the bound", async () => {
+  // A follower catching up applies thousands of entries in one turn. Every synced watcher's
+  // share of the turn was framed before the bound was looked at (50 watchers x 1.2 MiB of
+  // this turn left 58.6 MiB waiting on a stream bound to 64 KiB).
+  const env = setup({});
+  const call = env.open();
+  try {
+    env.put("other");
+    const start = env.store.revision + 1;
+    const watchers = 20;
+    for (let id = 1; id <= watchers; id++) await watch(call, id, PREFIX);
+    call.read();
+    const revisions = 300;
+    // A progress request handled in the same turn, before the turn's events are framed:
+    // framing them parks most watchers, so it must wait for them.
+    call.request({ request_union: "progress_request", progress_request: {} });
+    for (let i = 0; i < revisions; i++) env.put(key(i));
+    await tick();
+    let waiting = 0;
+    for (const u of call.unread) {
+      for (const e of u.res.events ?? []) {
+        waiting += (e.kv as { value?: Uint8Array }).value?.length ?? 0;
+      }
+    }
+    const turn = revisions * VALUE.length;
+    assert(
+      waiting <= BUFFER_BYTES + 2 * turn,
+      `${(waiting / 2 ** 20).toFixed(1)} MiB wait (bound ${BUFFER_BYTES / 1024} KiB, the turn ${
+        (turn / 2 ** 20).toFixed(1)
+      } MiB per watcher)`,
+    );
+    for (let i = revisions; i < revisions + 50; i++) env.put(key(i));
+    await drain(call);
+    for (let id = 1; id <= watchers; id++) {
+      checkWatcher(call, id, expectedOf(env.applied, PREFIX, start), `watcher ${id}`);
+    }
+    assert(call.got.some((r) => r.watch_id === -1), "the progress request was answered");
+  } finally {
+    env.close();
+  }
+});
