@@ -702,7 +702,7 @@ export function createWatchHandler(opts: WatchServiceOptions): grpc.UntypedServi
     let queued = 0;
     let requestsPaused = false;
     const drained = async (): Promise<void> => {
-      for (let polls = 0; !closed && sink.waiting > bufferBytes; polls++) {
+      while (!closed && sink.waiting > bufferBytes) {
         await new Promise<void>((resolve) => {
           requestTimer = setTimeout(() => {
             requestTimer = undefined;
