@@ -389,7 +389,13 @@ export class MokvClient {
   #retryable(error: unknown, idempotent: boolean): boolean {
     if (!isServiceError(error)) return false;
     if (error.code === grpc.status.UNAVAILABLE) return true;
-    return idempotent && error.code === grpc.status.DEADLINE_EXCEEDED;
+    if (!idempotent) return false;
+    // A connection that broke under the call: grpc-js reports a request written to a socket
+    // the node had just closed as INTERNAL ("Received RST_STREAM with code 2 triggered by
+    // internal client error: write EPIPE"). The request may have been applied, so only
+    // idempotent calls (reads, and writes under a session) go again.
+    return error.code === grpc.status.DEADLINE_EXCEEDED ||
+      (error.code === grpc.status.INTERNAL && UNREACHABLE.test(error.details ?? ""));
   }
 
   /**

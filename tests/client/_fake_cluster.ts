@@ -5,8 +5,7 @@
  * Faults are injected per node: fail the next N calls, or apply a write and then lose the
  * answer.
  */
-import * as grpc from "@grpc/grpc-js";
-import { Buffer } from "node:buffer";
+import type * as grpc from "@grpc/grpc-js";
 import { NotLeaderError, UnavailableError } from "../../src/errors.ts";
 import { type Command, type CommandResult, KvStateMachine } from "../../src/kv/mod.ts";
 import {
@@ -18,7 +17,9 @@ import {
   type MemberInfo,
   type ReadConsistency,
   type ServerInfo,
+  type TlsMaterial,
 } from "../../src/server/mod.ts";
+import { type GuardedPort, serveGuarded } from "../helpers/guarded_port.ts";
 
 /** Shared by every node of a fake cluster. */
 export interface FakeView {
@@ -34,6 +35,8 @@ export interface FakeNode {
   addr: string;
   readonly backend: FakeBackend;
   server: grpc.Server;
+  /** The node's shared port (with mokv's HTTP/2 guard, see guarded_port.ts). */
+  port: GuardedPort;
   stopped: boolean;
 }
 
@@ -151,13 +154,6 @@ export interface FakeCluster {
   close(): void;
 }
 
-async function bind(server: grpc.Server, creds: grpc.ServerCredentials): Promise<string> {
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", creds, (err, p) => (err ? reject(err) : resolve(p)))
-  );
-  return `127.0.0.1:${port}`;
-}
-
 /** Starts `size` nodes (n1..nN); n1 leads. */
 export async function startFakeCluster(
   size = 3,
@@ -165,14 +161,10 @@ export async function startFakeCluster(
 ): Promise<FakeCluster> {
   const sm = new KvStateMachine();
   const view: FakeView = { leaderId: "n1", reportLeader: true, nodes: [] };
-  let creds = grpc.ServerCredentials.createInsecure();
+  let tls: TlsMaterial | undefined;
   if (options.tls) {
-    const read = (p: string) => Buffer.from(Deno.readTextFileSync(p));
-    creds = grpc.ServerCredentials.createSsl(
-      read(options.tls.ca),
-      [{ private_key: read(options.tls.key), cert_chain: read(options.tls.cert) }],
-      true,
-    );
+    const read = (p: string) => Deno.readTextFileSync(p);
+    tls = { ca: read(options.tls.ca), cert: read(options.tls.cert), key: read(options.tls.key) };
   }
   for (let i = 1; i <= size; i++) {
     const id = `n${i}`;
@@ -181,8 +173,8 @@ export async function startFakeCluster(
       backend,
       ...(options.tls?.authorize ? { authorize: options.tls.authorize } : {}),
     });
-    const addr = await bind(server, creds);
-    view.nodes.push({ id, addr, backend, server, stopped: false });
+    const port = await serveGuarded(server, tls);
+    view.nodes.push({ id, addr: port.addr, backend, server, port, stopped: false });
   }
   const node = (id: string) => view.nodes.find((n) => n.id === id)!;
   return {
@@ -194,10 +186,10 @@ export async function startFakeCluster(
     stopNode: (id) => {
       const n = node(id);
       n.stopped = true;
-      n.server.forceShutdown();
+      void n.port.close();
     },
     close: () => {
-      for (const n of view.nodes) n.server.forceShutdown();
+      for (const n of view.nodes) void n.port.close();
     },
   };
 }

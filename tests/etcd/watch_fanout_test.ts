@@ -10,6 +10,7 @@
 import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import { assert, assertEquals } from "../helpers/assert.ts";
+import { serveGuarded } from "../helpers/guarded_port.ts";
 import { ETCD_KV_PROTO, ETCD_RPC_PROTO, etcdServiceDefinitions } from "../../src/api/mod.ts";
 import { createEtcdHandlers, createWatchHandler, localEtcdBackend } from "../../src/etcd/mod.ts";
 import {
@@ -151,16 +152,10 @@ async function objectServer() {
     etcdServiceDefinitions.Watch,
     createWatchHandler({ backend, forceObjectWrites: true }),
   );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (err, p) => err ? reject(err) : resolve(p),
-    )
-  );
+  const served = await serveGuarded(server);
   return {
-    address: `127.0.0.1:${port}`,
-    close: () => Promise.resolve(server.forceShutdown()),
+    address: served.addr,
+    close: () => served.close(),
   };
 }
 

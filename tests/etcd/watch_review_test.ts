@@ -12,6 +12,7 @@
 import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { assert, assertEquals } from "../helpers/assert.ts";
+import { serveGuarded } from "../helpers/guarded_port.ts";
 import { etcdServiceDefinitions } from "../../src/api/mod.ts";
 import { createWatchHandler, localEtcdBackend } from "../../src/etcd/mod.ts";
 import { CATCH_UP_STEP_REVISIONS } from "../../src/etcd/watch.ts";
@@ -585,15 +586,9 @@ Deno.test("watch review: a client that resets its stream while parked releases i
       onRequest: () => closed++,
     }),
   );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (err, p) => err ? reject(err) : resolve(p),
-    )
-  );
+  const served = await serveGuarded(server);
   const Ctor = grpc.makeGenericClientConstructor(etcdServiceDefinitions.Watch, "Watch");
-  const conn = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as
+  const conn = new Ctor(served.addr, grpc.credentials.createInsecure()) as unknown as
     & grpc.Client
     & { Watch(): grpc.ClientDuplexStream<unknown, Response> };
   const stream = conn.Watch();
@@ -621,7 +616,7 @@ Deno.test("watch review: a client that resets its stream while parked releases i
     await tick(50);
   } finally {
     conn.close();
-    server.forceShutdown();
+    await served.close();
   }
 });
 

@@ -10,6 +10,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { assert, assertEquals } from "../helpers/assert.ts";
+import { serveGuarded } from "../helpers/guarded_port.ts";
 import { etcdServiceDefinitions } from "../../src/api/mod.ts";
 import { createEtcdHandlers, createWatchHandler, localEtcdBackend } from "../../src/etcd/mod.ts";
 import { KvStateMachine } from "../../src/kv/mod.ts";
@@ -50,7 +51,7 @@ interface Server {
   readonly address: string;
   /** Times a stream was parked. */
   parked(): number;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** KV and Watch on a plain grpc-js server over a LocalBackend (no Raft), on 127.0.0.1. */
@@ -82,17 +83,11 @@ async function startServer(
       onParked: () => parked++,
     }),
   );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      "127.0.0.1:0",
-      grpc.ServerCredentials.createInsecure(),
-      (err, p) => err ? reject(err) : resolve(p),
-    )
-  );
+  const served = await serveGuarded(server);
   return {
-    address: `127.0.0.1:${port}`,
+    address: served.addr,
     parked: () => parked,
-    close: () => server.forceShutdown(),
+    close: () => served.close(),
   };
 }
 
@@ -245,7 +240,7 @@ async function pausedThenResumed(forceObjectWrites: boolean): Promise<void> {
     slow.close();
     fast.close();
     kv.close();
-    server.close();
+    await server.close();
   }
 }
 
@@ -304,6 +299,6 @@ Deno.test("etcd watch: a parked watcher that falls behind the history is cancell
   } finally {
     slow.close();
     kv.close();
-    server.close();
+    await server.close();
   }
 });
