@@ -231,9 +231,7 @@ export class RaftNode {
     if (this.role === "leader") this.tickLeader();
     else this.tickElection();
     if (this.releaseSnapshotTicks > 0 && this.snapshotData) {
-      const inUse = this.role === "leader" &&
-        [...this.progress.values()].some((pr) => pr.state === "snapshot");
-      if (inUse) this.snapshotUnusedTicks = 0;
+      if (this.sendingSnapshot()) this.snapshotUnusedTicks = 0;
       else if (++this.snapshotUnusedTicks >= this.releaseSnapshotTicks) {
         this.dropSnapshotData();
         this.snapshotUnusedTicks = 0;
@@ -247,10 +245,7 @@ export class RaftNode {
    * makes {@link takeSnapshotWanted} true, as after `releaseSnapshotTicks`. True if dropped.
    */
   releaseSnapshotData(): boolean {
-    if (!this.snapshotData || this.releaseSnapshotTicks <= 0) return false;
-    if (
-      this.role === "leader" && [...this.progress.values()].some((pr) => pr.state === "snapshot")
-    ) {
+    if (!this.snapshotData || this.releaseSnapshotTicks <= 0 || this.sendingSnapshot()) {
       return false;
     }
     this.dropSnapshotData();
@@ -267,6 +262,13 @@ export class RaftNode {
     const out = this.releasedSnapshotData;
     if (out.length > 0) this.releasedSnapshotData = [];
     return out;
+  }
+
+  /** Whether this leader is sending the latest snapshot to a follower. */
+  private sendingSnapshot(): boolean {
+    if (this.role !== "leader") return false;
+    for (const pr of this.progress.values()) if (pr.state === "snapshot") return true;
+    return false;
   }
 
   private dropSnapshotData(): void {
