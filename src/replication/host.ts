@@ -127,11 +127,12 @@ export interface ReplicationOptions<R> {
   /** How long a client request may wait for a leader, a commit or a read. Default 5000 ms. */
   readonly requestTimeoutMs?: number;
   /**
-   * Free each snapshot buffer (detach its ArrayBuffer) a tick after the core released it and
-   * no storage write uses it, instead of leaving it to the garbage collector: V8 returns an
-   * ArrayBuffer's memory only at a full collection, which an idle process may not run for a
-   * long time (a 1 GiB node held its loaded 1 GiB snapshot beside its state after a restart).
-   * Safe only when the storage and the transport copy what they keep before the next tick
+   * Free each snapshot buffer (detach its ArrayBuffer) once the core released it, the Readies
+   * that may still hold it are done and no storage write uses it, instead of leaving it to
+   * the garbage collector: V8 returns an ArrayBuffer's memory only at a full collection,
+   * which an idle process may not run for a long time (a 1 GiB node held its loaded 1 GiB
+   * snapshot beside its state after a restart). Safe only when the storage and the transport
+   * copy what they keep before the next tick
    * (`RaftStorage` on Deno KV and `PeerTransport` do; the simulator's in-memory disk and
    * network keep references, so it runs without). Default false.
    */
@@ -174,8 +175,19 @@ export class ReplicationHost<R> {
   private readonly snapshotEntries: number;
   private readonly snapshotMinLogBytes: number;
   private readonly freeSnapshotBytes: boolean;
-  /** Snapshot buffers the core released, freed at a later tick (`freeSnapshotBytes`). */
-  private releasedSnapshotBytes: Uint8Array[] = [];
+  /**
+   * Snapshot buffers the core released (`freeSnapshotBytes`), each with `readiesDone` when the
+   * host took it: freed once two more Readies are done (see collectReleasedSnapshots).
+   */
+  private releasedSnapshotBytes: { data: Uint8Array; readiesDone: number }[] = [];
+  /**
+   * Readies done (stored, restored, sent), counting a turn of the loop with none. A buffer
+   * the core released may still be used by the Ready being done then (a leader's snapshot
+   * waiting for the host's own snapshot write, or in a long save) and by the next one (what
+   * the core held for it: a leader's snapshot to restore, InstallSnapshot chunks, views of
+   * the buffer); both are done once this moved twice.
+   */
+  private readiesDone = 0;
   /** Buffers of the snapshots a storage write is using now: never freed under it. */
   private readonly snapshotBytesInWrite = new Set<ArrayBufferLike>();
   /** Where `copyProposal` puts the next small proposal. */
@@ -805,21 +817,26 @@ export class ReplicationHost<R> {
   }
 
   /**
-   * Frees the snapshot buffers released at an earlier tick (messages holding views of them
-   * were encoded by the transport meanwhile) that no write uses, then takes what the core
-   * released since. Without `freeSnapshotBytes` it only drops the references.
+   * Frees the snapshot buffers whose Readies are done (the transport encoded their messages
+   * at once, before this tick) and that no write uses, then takes what the core released
+   * since. Without `freeSnapshotBytes` it only drops the references.
    */
   private collectReleasedSnapshots(): void {
     if (this.releasedSnapshotBytes.length > 0) {
-      const inWrite: Uint8Array[] = [];
-      for (const data of this.releasedSnapshotBytes) {
-        if (this.snapshotBytesInWrite.has(data.buffer)) inWrite.push(data);
-        else freeBytes(data);
+      const kept: typeof this.releasedSnapshotBytes = [];
+      for (const r of this.releasedSnapshotBytes) {
+        const used = this.readiesDone - r.readiesDone < 2 ||
+          this.snapshotBytesInWrite.has(r.data.buffer);
+        if (used) kept.push(r);
+        else freeBytes(r.data);
       }
-      this.releasedSnapshotBytes = inWrite;
+      this.releasedSnapshotBytes = kept;
     }
     const released = this.raft.takeReleasedSnapshotData();
-    if (this.freeSnapshotBytes) this.releasedSnapshotBytes.push(...released);
+    if (this.freeSnapshotBytes) {
+      const readiesDone = this.readiesDone;
+      for (const data of released) this.releasedSnapshotBytes.push({ data, readiesDone });
+    }
   }
 
   private expireRequests(): void {
@@ -860,6 +877,7 @@ export class ReplicationHost<R> {
         await this.drainReady();
         // A follower may need a snapshot while nothing else is ready (see takeSnapshotWanted).
         this.maybeSnapshot();
+        this.readiesDone++;
       } catch (err) {
         // Storage failed: the node cannot keep its promises any more, so it stops serving.
         this.fatal = err instanceof Error ? err : new Error(String(err));
@@ -939,6 +957,7 @@ export class ReplicationHost<R> {
       // Entries committed while we were writing (acknowledgements arrive meanwhile).
       this.applyEntries(this.raft.takeCommitted());
       this.maybeSnapshot();
+      this.readiesDone++;
     }
   }
 
