@@ -10,7 +10,8 @@
  *
  * `--loadgen PATH` (default /tmp/anchor-bench/bin/loadgen), `--base-port 9600` (gRPC on
  * base, base+2, base+4; gossip one above each; metrics on base-600+0..2), `--node-flags
- * "..."` (extra flags for every node), `--inspect-base 9229` (node i gets Deno's `--inspect` on
+ * "..."` (extra flags for every node), `--deno-flags="..."` (extra flags for Deno before
+ * main.ts, e.g. `--deno-flags=--v8-flags=--optimize-for-size`), `--inspect-base 9229` (node i gets Deno's `--inspect` on
  * that port + i) with `--hold-seconds N` (wait N s after each report, to take heap snapshots).
  * Certificates from $HOME/.mokv (`deno task gencert`).
  */
@@ -25,6 +26,7 @@ const { values: opt } = parseArgs({
     loadgen: { type: "string", default: "/tmp/anchor-bench/bin/loadgen" },
     "base-port": { type: "string", default: "9600" },
     "node-flags": { type: "string", default: "" },
+    "deno-flags": { type: "string", default: "" },
     keep: { type: "boolean", default: false },
     "inspect-base": { type: "string", default: "" },
     "hold-seconds": { type: "string", default: "0" },
@@ -65,6 +67,7 @@ function spawn(n: (typeof nodes)[number]): Deno.ChildProcess {
   const args = [
     "run",
     ...inspect,
+    ...opt["deno-flags"].split(" ").filter((s) => s !== ""),
     "--allow-all",
     "--unstable-kv",
     "--unstable-net",
