@@ -43,11 +43,19 @@ function eventBytes(e: KvEvent): number {
     (e.prev?.value.length ?? 0);
 }
 
+/** Bytes one revision accounts for (events never change, so this is the same when it is dropped). */
+function revisionBytes(rev: RevisionEvents): number {
+  let bytes = 0;
+  for (const e of rev.events) bytes += eventBytes(e);
+  return bytes;
+}
+
 /** The bounded event history. See the module comment. */
 export class EventHistory {
   readonly maxRevisions: number;
   readonly maxBytes: number;
-  #items: { rev: RevisionEvents; bytes: number }[] = [];
+  /** Kept revisions, oldest first from #head (their bytes are recomputed when dropped). */
+  #items: RevisionEvents[] = [];
   #head = 0;
   #bytes = 0;
   #floor = 0;
@@ -74,10 +82,8 @@ export class EventHistory {
 
   /** Records the changes of one revision (higher than any before), dropping the oldest beyond the bounds. */
   push(rev: RevisionEvents): void {
-    let bytes = 0;
-    for (const e of rev.events) bytes += eventBytes(e);
-    this.#items.push({ rev, bytes });
-    this.#bytes += bytes;
+    this.#items.push(rev);
+    this.#bytes += revisionBytes(rev);
     while (this.size > 1 && (this.size > this.maxRevisions || this.#bytes > this.maxBytes)) {
       this.#dropOldest();
     }
@@ -85,7 +91,7 @@ export class EventHistory {
 
   /** Drops every revision at or below `revision` (etcd's Compact); the floor rises to it. */
   compact(revision: number): void {
-    while (this.size > 0 && this.#items[this.#head].rev.revision <= revision) this.#dropOldest();
+    while (this.size > 0 && this.#items[this.#head].revision <= revision) this.#dropOldest();
     if (revision > this.#floor) this.#floor = revision;
   }
 
@@ -111,18 +117,18 @@ export class EventHistory {
     let lo = this.#head, hi = this.#items.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (this.#items[mid].rev.revision < from) lo = mid + 1;
+      if (this.#items[mid].revision < from) lo = mid + 1;
       else hi = mid;
     }
-    for (let i = lo; i < this.#items.length; i++) yield this.#items[i].rev;
+    for (let i = lo; i < this.#items.length; i++) yield this.#items[i];
   }
 
   #dropOldest(): void {
-    const item = this.#items[this.#head];
-    this.#items[this.#head] = undefined as unknown as { rev: RevisionEvents; bytes: number };
+    const rev = this.#items[this.#head];
+    this.#items[this.#head] = undefined as unknown as RevisionEvents;
     this.#head++;
-    this.#bytes -= item.bytes;
-    if (item.rev.revision > this.#floor) this.#floor = item.rev.revision;
+    this.#bytes -= revisionBytes(rev);
+    if (rev.revision > this.#floor) this.#floor = rev.revision;
     if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;

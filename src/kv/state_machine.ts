@@ -455,8 +455,10 @@ export class KvStateMachine {
   /** Records the changes the entry at `index` made, as one revision, and tells listeners. */
   #publish(index: number): void {
     if (this.#events.length === 0) return;
-    const rev: RevisionEvents = { revision: index, events: this.#events };
-    this.#events = [];
+    // A copy of exact length: the working array grew to hold them and keeps its capacity
+    // (a one-event array that grew by push holds 17 slots; the history keeps 100,000 of them).
+    const rev: RevisionEvents = { revision: index, events: this.#events.slice() };
+    this.#events.length = 0;
     this.#revision = index;
     this.#history.push(rev);
     for (const l of this.#eventListeners) l(rev);
