@@ -5,6 +5,8 @@
  *   deno task sim --seeds N [--from S] [--steps N]                  run N seeds (3 and 5 nodes
  *                                                                   alternating) and count passes
  *
+ * `--free-snapshot-bytes` runs the hosts with `freeSnapshotBytes`, as the node does.
+ *
  * A seed fails on a keep-alive acknowledged for a lease whose expiry was already proposed and
  * then applied after it, and on an expiry appended in another term than its lessor decided it
  * in (see sim/lease_checker.ts); `--lenient-leases` only counts both (they were mokv bugs,
@@ -25,10 +27,12 @@ async function main(args: string[]): Promise<number> {
       steps: { type: "string", default: String(DEFAULT_STEPS) },
       verbose: { type: "boolean", default: false },
       "lenient-leases": { type: "boolean", default: false },
+      "free-snapshot-bytes": { type: "boolean", default: false },
     },
   });
   const steps = Number(values.steps);
   const strictLeases = !values["lenient-leases"];
+  const freeSnapshotBytes = values["free-snapshot-bytes"];
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
     const nodes = Number(values.nodes ?? 3);
@@ -38,6 +42,7 @@ async function main(args: string[]): Promise<number> {
         nodes,
         steps,
         strictLeases,
+        freeSnapshotBytes,
         trace: values.verbose ? (line) => console.log(line) : undefined,
       });
       console.log(
@@ -61,7 +66,7 @@ async function main(args: string[]): Promise<number> {
     const seed = from + i;
     const nodes = values.nodes !== undefined ? Number(values.nodes) : i % 2 === 0 ? 3 : 5;
     try {
-      await runSimulation({ seed, nodes, steps, strictLeases });
+      await runSimulation({ seed, nodes, steps, strictLeases, freeSnapshotBytes });
       passed++;
     } catch (err) {
       if (!(err instanceof SimulationFailure)) throw err;

@@ -107,6 +107,12 @@ export interface SimOptions {
    * lease_checker.ts, bounds 3 and 4). Default true; false only counts both.
    */
   readonly strictLeases?: boolean;
+  /**
+   * Run the hosts with `freeSnapshotBytes` (as the node does): snapshot buffers are detached
+   * once released. The simulated disk copies what it is given and the network encodes at
+   * send, as Deno KV and PeerTransport do. Default false.
+   */
+  readonly freeSnapshotBytes?: boolean;
 }
 
 /** What a passing run did. */
@@ -145,9 +151,10 @@ export class SimulationFailure extends Error {
 }
 
 /** The command that replays one run exactly. */
-export function replayCommand(seed: number, nodes: number, steps: number): string {
+export function replayCommand(seed: number, nodes: number, steps: number, free = false): string {
   const stepsFlag = steps === DEFAULT_STEPS ? "" : ` --steps ${steps}`;
-  return `deno task sim --seed ${seed} --nodes ${nodes}${stepsFlag}`;
+  const freeFlag = free ? " --free-snapshot-bytes" : "";
+  return `deno task sim --seed ${seed} --nodes ${nodes}${stepsFlag}${freeFlag}`;
 }
 
 /** Runs one seed; resolves with its report or rejects with {@link SimulationFailure}. */
@@ -245,6 +252,7 @@ class HostSimulation {
   readonly #faults: LinkFaults;
   readonly #heartbeatTicks: number;
   readonly #snapshotEntries: number;
+  readonly #freeSnapshotBytes: boolean;
   readonly #maxCommitMutations: number;
   readonly #oneVoter: boolean;
   readonly #failRate: number;
@@ -293,6 +301,7 @@ class HostSimulation {
     this.#steps = options.steps ?? DEFAULT_STEPS;
     this.#livenessTicks = options.livenessTicks ?? DEFAULT_LIVENESS_TICKS;
     this.#traceSink = options.trace;
+    this.#freeSnapshotBytes = options.freeSnapshotBytes ?? false;
     this.#leaseChecker = new LeaseTimingChecker(options.strictLeases ?? true);
     this.#etcdRng = new SeededRng((this.#seed ^ 0xe7cd_0018) >>> 0);
     this.#model.onRevoke = (r) =>
@@ -415,7 +424,7 @@ class HostSimulation {
         this.#ids.length,
         this.#steps,
         this.#sched.now,
-        replayCommand(this.#seed, this.#ids.length, this.#steps),
+        replayCommand(this.#seed, this.#ids.length, this.#steps, this.#freeSnapshotBytes),
         this.#trace,
         err,
       );
@@ -513,6 +522,7 @@ class HostSimulation {
       electionTicks: ELECTION_TICKS,
       heartbeatTicks: this.#heartbeatTicks,
       snapshotEntries: this.#snapshotEntries,
+      freeSnapshotBytes: this.#freeSnapshotBytes,
       requestTimeoutMs: 1000,
       random: () => random.float(),
       hooks: observedHooks(node, generation, obs, options),
