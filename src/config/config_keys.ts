@@ -196,6 +196,12 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
   },
   { name: "raft-tick-ms", kind: "int", defaultText: "50", doc: "Raft tick, in milliseconds" },
   {
+    name: "malloc-trim-interval-ms",
+    kind: "int",
+    defaultText: "10000",
+    doc: "how often freed C-allocator memory goes back to the OS (glibc malloc_trim; 0 = never)",
+  },
+  {
     name: "raft-election-ticks",
     kind: "int",
     defaultText: "6",

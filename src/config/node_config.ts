@@ -106,6 +106,11 @@ export interface NodeConfig {
   readonly snapshotEntries: number;
   /** Length of one Raft tick, in milliseconds. Default 50. */
   readonly raftTickMs: number;
+  /**
+   * How often the node hands memory the C allocator holds free back to the OS (glibc's
+   * malloc_trim), in milliseconds; 0 never. Default 10,000.
+   */
+  readonly mallocTrimIntervalMs: number;
   /** Ticks without a leader before a follower campaigns (randomized up to twice). Default 6. */
   readonly raftElectionTicks: number;
   /** Ticks between leader heartbeats; less than `raftElectionTicks`. Default 1. */

@@ -179,6 +179,7 @@ export async function parseConfig(
     maxPendingHandshakes: int("max-pending-handshakes", 1, 100_000, 256),
     snapshotEntries: int("snapshot-entries", 1, MAX_INT, 100_000),
     raftTickMs: int("raft-tick-ms", 1, 60_000, 50),
+    mallocTrimIntervalMs: int("malloc-trim-interval-ms", 0, 3_600_000, 10_000),
     raftElectionTicks,
     raftHeartbeatTicks,
     gossipTickMs: int("gossip-tick-ms", 1, 60_000, 100),

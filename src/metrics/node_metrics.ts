@@ -101,6 +101,8 @@ export interface NodeMetrics {
   readonly eventLoopDelaySeconds: Histogram;
   /** Memory held outside the V8 heap by ArrayBuffers and the like (Deno's `external`). */
   readonly processExternalMemoryBytes: Gauge;
+  /** Time spent handing freed C-allocator memory back to the OS (malloc_trim), in seconds. */
+  readonly processMallocTrimSecondsTotal: Counter;
   /** Bytes of command data in the Raft log entries held in memory (since the last compaction). */
   readonly raftLogMemoryBytes: Gauge;
   /** Bytes of the snapshot the Raft core holds for followers (0 once released). */
@@ -226,6 +228,10 @@ export function createNodeMetrics(options: NodeMetricsOptions = {}): NodeMetrics
     processExternalMemoryBytes: gauge(
       "mokv_process_external_memory_bytes",
       "Memory outside the V8 heap held by ArrayBuffers and the like (Deno.memoryUsage().external).",
+    ),
+    processMallocTrimSecondsTotal: counter(
+      "mokv_process_malloc_trim_seconds_total",
+      "Time spent in glibc malloc_trim, handing freed C-allocator memory back to the OS (malloc-trim-interval-ms), in seconds.",
     ),
     raftLogMemoryBytes: gauge(
       "mokv_raft_log_memory_bytes",

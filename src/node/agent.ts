@@ -15,6 +15,7 @@ import {
   serveMetrics,
   startEventLoopLagProbe,
 } from "../metrics/mod.ts";
+import { type MallocTrimmer, startMallocTrim } from "./malloc_trim.ts";
 import { MokvNode, type NodeHooks } from "./node.ts";
 
 /** Builds the hooks that feed metrics and logs from every layer of one node. */
@@ -96,7 +97,12 @@ function grpcStatusName(code: number): string {
  * Returns a function that refreshes the metrics read rather than pushed: gauges, and counters
  * whose totals live in the gossip host and the transport (each call adds what grew since).
  */
-function sampler(node: MokvNode, metrics: NodeMetrics, lag: EventLoopLagProbe): () => void {
+function sampler(
+  node: MokvNode,
+  metrics: NodeMetrics,
+  lag: EventLoopLagProbe,
+  trimmer: MallocTrimmer,
+): () => void {
   const lastTotals = new Map<string, number>();
   /** Passes `inc` what `total` grew by since the last sample under `key`. */
   const addGrowth = (
@@ -126,6 +132,7 @@ function sampler(node: MokvNode, metrics: NodeMetrics, lag: EventLoopLagProbe): 
       if (peer !== node.nodeId) metrics.replicationLagEntries.set({ peer }, st.lastIndex - p.match);
     }
     const g = node.gossip.stats();
+    addGrowth("trim", trimmer.stats().seconds, (d) => metrics.processMallocTrimSecondsTotal.inc(d));
     addGrowth("probe", g.probeFailures, (d) => metrics.gossipProbeFailuresTotal.inc(d));
     addGrowth("decode", g.decodeErrors, (d) => {
       metrics.gossipPacketFailuresTotal.inc({ reason: "decode" }, d);
@@ -194,7 +201,8 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     })
     : undefined;
   const lagProbe = startEventLoopLagProbe((s) => metrics.eventLoopDelaySeconds.observe(s));
-  const sampleTimer = setInterval(sampler(node, metrics, lagProbe), 1000);
+  const trimmer = startMallocTrim(config.mallocTrimIntervalMs);
+  const sampleTimer = setInterval(sampler(node, metrics, lagProbe, trimmer), 1000);
   log.info("node started", {
     rpc_addr: `${config.advertiseAddr}:${node.rpcPort}`,
     gossip_addr: `${config.bindAddr.host}:${config.bindAddr.port}`,
@@ -221,6 +229,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     }
     clearInterval(sampleTimer);
     lagProbe.stop();
+    trimmer.stop();
     await metricsServer?.close();
     clearTimeout(timer);
     log.info("stopped");
@@ -232,6 +241,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     log.error("replication failed; exiting", { error: err.message });
     clearInterval(sampleTimer);
     lagProbe.stop();
+    trimmer.stop();
     void metricsServer?.close();
     stopped.resolve(1);
   });
@@ -239,6 +249,7 @@ export async function runAgent(args: readonly string[]): Promise<number> {
     // `mokv leave` (Admin.Leave) finished: the process has nothing left to do.
     clearInterval(sampleTimer);
     lagProbe.stop();
+    trimmer.stop();
     void metricsServer?.close();
     stopped.resolve(0);
   });

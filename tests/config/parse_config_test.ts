@@ -58,6 +58,7 @@ Deno.test("defaults are documented values when only insecure is given", async ()
   assertEquals([cfg.logLevel, cfg.logFormat], ["info", "auto"], "log");
   assertEquals([cfg.maxKeyBytes, cfg.maxValueBytes], [4096, 1048576], "limits");
   assertEquals(cfg.snapshotEntries, 100_000, "snapshotEntries");
+  assertEquals(cfg.mallocTrimIntervalMs, 10_000, "mallocTrimIntervalMs");
   assertEquals(
     [cfg.raftTickMs, cfg.raftElectionTicks, cfg.raftHeartbeatTicks, cfg.gossipTickMs],
     [50, 6, 1, 100],
@@ -139,6 +140,7 @@ Deno.test("YAML file supplies values and flags win over it; paths expand", async
         `log-format: json`,
         `snapshot-entries: 100`,
         `max-value-bytes: 2048`,
+        `malloc-trim-interval-ms: 0`,
       ].join("\n"),
     );
     const cfg = await parseConfig([
@@ -159,6 +161,7 @@ Deno.test("YAML file supplies values and flags win over it; paths expand", async
     assertEquals(cfg.acl, { modelFile: certs.model, policyFile: certs.policy }, "acl");
     assertEquals([cfg.logLevel, cfg.logFormat], ["info", "json"], "log");
     assertEquals([cfg.snapshotEntries, cfg.maxValueBytes], [100, 2048], "numbers");
+    assertEquals(cfg.mallocTrimIntervalMs, 0, "malloc-trim-interval-ms 0 turns it off");
     const tls = cfg.tls;
     assert(tls.mode === "mutual", "tls must be mutual");
     assertEquals(tls.server, {
@@ -463,5 +466,23 @@ Deno.test("max-connections and max-pending-handshakes: documented defaults, flag
   for (const key of ["max-connections", "max-pending-handshakes"]) {
     const err = await configError(() => parseConfig([...base, `--${key}`, "0"], ENV));
     assertEquals(err.key, key, `key for ${key} 0`);
+  }
+});
+
+Deno.test("malloc-trim-interval-ms: documented default, 0 turns it off, bad values name the key", async () => {
+  const base = ["--insecure", "--node-name", "n1"];
+  assertEquals((await parseConfig(base, ENV)).mallocTrimIntervalMs, 10_000, "default");
+  assertEquals(
+    CONFIG_KEYS.find((k) => k.name === "malloc-trim-interval-ms")?.defaultText,
+    "10000",
+    "documented default",
+  );
+  const set = await parseConfig([...base, "--malloc-trim-interval-ms", "0"], ENV);
+  assertEquals(set.mallocTrimIntervalMs, 0, "0");
+  for (const bad of ["-1", "3600001", "often"]) {
+    const err = await configError(() =>
+      parseConfig([...base, "--malloc-trim-interval-ms", bad], ENV)
+    );
+    assertEquals(err.key, "malloc-trim-interval-ms", `key for ${bad}`);
   }
 });
