@@ -12,7 +12,8 @@
  * base, base+2, base+4; gossip one above each; metrics on base-600+0..2), `--node-flags
  * "..."` (extra flags for every node), `--deno-flags="..."` (extra flags for Deno before
  * main.ts, e.g. `--deno-flags=--v8-flags=--optimize-for-size`), `--inspect-base 9229` (node i gets Deno's `--inspect` on
- * that port + i) with `--hold-seconds N` (wait N s after each report, to take heap snapshots).
+ * that port + i) with `--hold-seconds N` (wait N s after each report, to take heap snapshots);
+ * `--reports 3,20,60` (seconds after the ingest at which to report; default 3,20).
  * Certificates from $HOME/.mokv (`deno task gencert`).
  */
 import { parseArgs } from "node:util";
@@ -30,8 +31,12 @@ const { values: opt } = parseArgs({
     keep: { type: "boolean", default: false },
     "inspect-base": { type: "string", default: "" },
     "hold-seconds": { type: "string", default: "0" },
+    reports: { type: "string", default: "3,20" },
   },
 });
+/** Seconds after the ingest at which to report, ascending. */
+const reportSeconds = opt.reports.split(",").map(Number).filter((n) => n >= 0)
+  .sort((a, b) => a - b);
 const keys = Number(opt.keys);
 const valueBytes = Number(opt["value-bytes"]);
 const base = Number(opt["base-port"]);
@@ -201,12 +206,14 @@ try {
       (keys / ingestS).toFixed(0)
     } ops/s)`,
   );
-  await new Promise((r) => setTimeout(r, 3000));
-  await report("after the ingest (3 s):");
   // The README's etcd figure is 20 s after the same ingest; a snapshot write may still be
   // running at 3 s, and its buffer goes once it is done.
-  await new Promise((r) => setTimeout(r, 17_000));
-  await report("after the ingest (20 s):");
+  let waitedS = 0;
+  for (const at of reportSeconds) {
+    await new Promise((r) => setTimeout(r, (at - waitedS) * 1000));
+    waitedS = at;
+    await report(`after the ingest (${at} s):`);
+  }
   for (const p of procs) p.kill("SIGTERM");
   await Promise.all(procs.map((p) => p.status));
   t0 = performance.now();
