@@ -4,13 +4,38 @@
  * which prefix is durable (`stableIndex`), committed and applied, so `ready()` can hand out
  * exactly the entries still to persist and to apply.
  */
-import type { Config, Entry, SnapshotMeta } from "./types.ts";
+import type { Config, Entry, NormalEntry, SnapshotMeta } from "./types.ts";
 
 /** The configuration of a cluster with no members yet. */
 export const EMPTY_CONFIG: Config = { voters: [], learners: [], addresses: {} };
 
 /** An impossible-state error: a broken invariant inside the core, never bad input. */
 export class RaftInvariantError extends Error {}
+
+/**
+ * The `data` of an evicted entry: a normal entry whose command the in-memory log dropped once
+ * it was applied and durable (see {@link RaftLog.evict}). Never a command: the codec refuses
+ * to encode it and the host refuses to apply it; the host reads the real bytes back from its
+ * log store before it sends such an entry. Compared by identity (an empty no-op is another
+ * array).
+ */
+export const EVICTED_DATA: Uint8Array = new Uint8Array(0);
+
+/** A normal entry whose command was evicted: index and term kept, and the command's size. */
+export interface EvictedEntry extends NormalEntry {
+  /** Length of the dropped command, so batch sizes stay what they were with the data. */
+  readonly evictedBytes: number;
+}
+
+/** Is `e` an evicted entry (its `data` is {@link EVICTED_DATA}, not its command)? */
+export function isEvicted(e: Entry): e is EvictedEntry {
+  return e.type === "normal" && e.data === EVICTED_DATA;
+}
+
+/** Bytes of the command `e` carries or carried (an evicted entry's original size). */
+export function commandBytes(e: NormalEntry): number {
+  return e.data === EVICTED_DATA ? (e as EvictedEntry).evictedBytes : e.data.length;
+}
 
 /** In-memory Raft log with snapshot base, durability and commit/apply cursors. */
 export class RaftLog {
@@ -28,6 +53,14 @@ export class RaftLog {
   private configIndexes: number[] = [];
   /** Bytes of command data in `entries` (what the in-memory log holds beyond its objects). */
   #dataBytes = 0;
+  /**
+   * The eviction cursor: no entry above it is evicted, and no entry at or below it is
+   * evicted any more (each normal one there is evicted, or is kept whole for good because the
+   * host's store may have compacted it: see {@link skipEvictionThrough}).
+   */
+  #evictedIndex: number;
+  /** Index of the latest entry evicted (0 if none): no evicted entry lies above it. */
+  #lastEvicted = 0;
 
   constructor(snapshot: SnapshotMeta, entries: readonly Entry[], committed: number) {
     this.snapshot = snapshot;
@@ -42,6 +75,17 @@ export class RaftLog {
     this.committed = Math.max(committed, snapshot.index);
     this.applied = snapshot.index;
     this.stableIndex = this.lastIndex();
+    this.#evictedIndex = snapshot.index;
+  }
+
+  /** The eviction cursor (see {@link evict}); at least the snapshot index. */
+  get evictedIndex(): number {
+    return Math.max(this.#evictedIndex, this.snapshot.index);
+  }
+
+  /** Index of the latest entry evicted, or at most the snapshot index when none is left. */
+  get lastEvicted(): number {
+    return Math.max(this.#lastEvicted, this.snapshot.index);
   }
 
   /** Bytes of command data held by the entries in memory. */
@@ -91,7 +135,7 @@ export class RaftLog {
     let bytes = 0;
     for (let i = from; i < to; i++) {
       const e = this.entries[i - base];
-      const size = e.type === "normal" ? e.data.length + 16 : 128;
+      const size = e.type === "normal" ? commandBytes(e) + 16 : 128;
       if (out.length > 0 && bytes + size > maxBytes) break;
       out.push(e);
       bytes += size;
@@ -144,6 +188,11 @@ export class RaftLog {
 
   /** Drops entries from `index` on. */
   private truncateFrom(index: number): void {
+    if (index <= this.#evictedIndex) {
+      throw new RaftInvariantError(
+        `truncation at ${index} below the evicted ${this.#evictedIndex}`,
+      );
+    }
     for (let i = index - this.snapshot.index - 1; i < this.entries.length; i++) {
       this.#dataBytes -= dataBytes(this.entries[i]);
     }
@@ -211,10 +260,55 @@ export class RaftLog {
     this.snapshot = meta;
   }
 
+  /**
+   * Replaces the command data of the normal entries in (evictedIndex, index] by
+   * {@link EVICTED_DATA} (new entry objects: what the host already holds is untouched) and
+   * moves the cursor to `index`. Config entries stay whole (the core reads them). Only applied
+   * entries that are durable at or below `durableIndex` (the caller's, which the log does not
+   * track): anything else throws. Returns how many entries were evicted.
+   */
+  evict(index: number, durableIndex: number): number {
+    if (index > this.applied || index > durableIndex || index > this.stableIndex) {
+      throw new RaftInvariantError(
+        `evict(${index}) beyond applied ${this.applied} or durable ${durableIndex}`,
+      );
+    }
+    const base = this.snapshot.index + 1;
+    const to = Math.min(index, this.lastIndex());
+    let n = 0;
+    for (let i = this.evictedIndex + 1; i <= to; i++) {
+      const e = this.entries[i - base];
+      if (e.type !== "normal" || e.data === EVICTED_DATA) continue;
+      const stub: EvictedEntry = {
+        type: "normal",
+        term: e.term,
+        index: e.index,
+        data: EVICTED_DATA,
+        evictedBytes: e.data.length,
+      };
+      this.entries[i - base] = stub;
+      this.#dataBytes -= e.data.length;
+      this.#lastEvicted = i;
+      n++;
+    }
+    this.#evictedIndex = Math.max(this.#evictedIndex, index);
+    return n;
+  }
+
+  /**
+   * Never evicts an entry at or below `index` from now on: the host's store may no longer hold
+   * them (it compacted its log up to a snapshot there), so they could not be read back.
+   */
+  skipEvictionThrough(index: number): void {
+    this.#evictedIndex = Math.max(this.#evictedIndex, index);
+  }
+
   /** Replaces the whole log with a snapshot received from the leader. */
   restore(meta: SnapshotMeta): void {
     this.entries = [];
     this.#dataBytes = 0;
+    this.#evictedIndex = meta.index;
+    this.#lastEvicted = 0;
     this.configIndexes = [];
     this.snapshot = meta;
     this.committed = meta.index;
@@ -241,6 +335,7 @@ export class RaftLog {
   }
 }
 
+/** Bytes of command data `e` holds in memory (none once evicted). */
 function dataBytes(e: Entry): number {
   return e.type === "normal" ? e.data.length : 0;
 }

@@ -10,6 +10,13 @@ export {
   type RaftStatus,
 } from "./raft.ts";
 export { applyChange, isMember, isVoter, members } from "./config.ts";
-export { EMPTY_CONFIG, RaftInvariantError } from "./log.ts";
+export {
+  commandBytes,
+  EMPTY_CONFIG,
+  EVICTED_DATA,
+  type EvictedEntry,
+  isEvicted,
+  RaftInvariantError,
+} from "./log.ts";
 export type { ProgressState } from "./progress.ts";
 export * from "./types.ts";

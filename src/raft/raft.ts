@@ -89,8 +89,13 @@ export interface RaftStatus {
   readonly durableIndex: number;
   readonly snapshotIndex: number;
   readonly snapshotTerm: number;
-  /** Bytes of command data in the entries the core holds in memory (since `snapshotIndex`). */
+  /**
+   * Bytes of command data in the entries the core holds in memory (since `snapshotIndex`);
+   * evicted entries hold none (see `RaftNode.evictData`).
+   */
   readonly logDataBytes: number;
+  /** The eviction cursor: no entry above it is evicted (see `RaftNode.evictData`). */
+  readonly evictedIndex: number;
   /** Bytes of the snapshot the core holds to send to followers (0 once released). */
   readonly snapshotDataBytes: number;
   readonly config: Config;
@@ -396,7 +401,10 @@ export class RaftNode {
     };
     this.setSnapshotData({ meta, data });
     this.snapshotUnusedTicks = 0;
-    const base = index - Math.max(0, keepEntries);
+    // The host's store drops its log up to `index` once this snapshot is written, so the tail
+    // keeps no evicted entry at or below it (it could not be read back to be sent), and none
+    // there is evicted later.
+    const base = Math.max(index - Math.max(0, keepEntries), Math.min(this.log.lastEvicted, index));
     if (base > this.log.snapshot.index) {
       this.log.compact({
         index: base,
@@ -404,7 +412,37 @@ export class RaftNode {
         config: this.log.configAt(base),
       });
     }
+    this.log.skipEvictionThrough(index);
     return this.snapshotData;
+  }
+
+  /**
+   * Drops from memory the command bytes of the normal entries up to `index` (config entries
+   * stay whole): the host's log store holds them, and the host reads them back before it sends
+   * an append that carries such an entry (see `isEvicted`). An evicted entry keeps its index,
+   * term and size, so elections, conflicts and batch sizes are unchanged. Entries at or below
+   * the latest snapshot the host took (`compact`) are never evicted: its store may have
+   * dropped them. Only applied, durable entries: beyond {@link evictableIndex} this throws.
+   * Returns how many entries were evicted.
+   */
+  evictData(index: number): number {
+    const durable = Math.min(this.persistedIndex, this.log.lastIndex());
+    if (index > this.evictableIndex()) {
+      throw new RaftInvariantError(
+        `evictData(${index}) beyond applied ${this.log.applied} or durable ${durable}`,
+      );
+    }
+    return this.log.evict(index, durable);
+  }
+
+  /** The highest index {@link evictData} accepts: applied and durable here. */
+  evictableIndex(): number {
+    return Math.min(this.log.applied, this.persistedIndex, this.log.lastIndex());
+  }
+
+  /** The eviction cursor: entries above it are whole; see {@link evictData}. */
+  evictedIndex(): number {
+    return this.log.evictedIndex;
   }
 
   /** The transport could not deliver to `id`: stop pipelining to it and probe instead. */
@@ -569,6 +607,7 @@ export class RaftNode {
       snapshotIndex: this.log.snapshot.index,
       snapshotTerm: this.log.snapshot.term,
       logDataBytes: this.log.dataBytes,
+      evictedIndex: this.log.evictedIndex,
       snapshotDataBytes: this.snapshotData?.data.length ?? 0,
       config: this.config,
       leadTransferee: this.leadTransferee,
@@ -576,7 +615,7 @@ export class RaftNode {
     };
   }
 
-  /** Entries in [lo, hi) still in memory. */
+  /** Entries in [lo, hi) still in memory; evicted ones carry no command (see `isEvicted`). */
   entries(lo: number, hi: number): readonly Entry[] {
     return this.log.slice(lo, hi);
   }

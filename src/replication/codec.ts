@@ -15,6 +15,7 @@ import type {
   MessageType,
   SnapshotMeta,
 } from "../raft/types.ts";
+import { EVICTED_DATA } from "../raft/mod.ts";
 import { ByteReader, ByteWriter, CodecError } from "./_binary.ts";
 
 export { ByteReader, ByteWriter, CodecError };
@@ -152,6 +153,10 @@ function readChange(r: ByteReader): ConfigChange {
 export function writeEntry(w: ByteWriter, e: Entry): void {
   switch (e.type) {
     case "normal":
+      if (e.data === EVICTED_DATA) {
+        // The core dropped this command from memory; the host must read it back first.
+        throw new CodecError(`entry ${e.index} is evicted: its command was not read back`);
+      }
       w.u8(ENTRY_NORMAL);
       w.varint(e.term);
       w.varint(e.index);

@@ -23,6 +23,12 @@ export interface LogStore {
   }): Promise<void>;
   /** Stores a snapshot the host took itself and drops the log entries it covers. */
   saveSnapshot(snapshot: Snapshot): Promise<void>;
+  /**
+   * Optional: the stored entries [lo, hi], or undefined when some are not stored (any more).
+   * With it the host keeps only a tail of the log's commands in memory and reads older ones
+   * back to send them (`memoryLogEntries`); a store without it keeps the whole log in memory.
+   */
+  readEntries?(lo: number, hi: number): Promise<readonly Entry[] | undefined>;
 }
 
 /** What a transport calls back into the host with. */

@@ -337,6 +337,29 @@ export class RaftStorage implements LogStore {
     }
   }
 
+  /**
+   * The stored entries [lo, hi], read back from their runs, or undefined when some of them
+   * are not stored (any more: a snapshot compacted them meanwhile, or beyond the log). Reads
+   * go beside the write queue, so a read never waits for a log save nor delays one; a run a
+   * concurrent write deletes or rewrites reads as missing, and the host checks the index and
+   * term of what it gets. Data are views into each run's own bytes. Throws on corrupt runs.
+   */
+  async readEntries(lo: number, hi: number): Promise<Entry[] | undefined> {
+    if (!this.#loaded) throw new StorageError("load() must run before reading entries");
+    if (lo > hi) return [];
+    if (lo < this.#first || hi > this.#last) return undefined;
+    const runs = this.#runs.slice(this.#runAt(lo), this.#runAt(hi) + 1);
+    const read = await Promise.all(runs.map((run) => this.#readRunIfStored(run)));
+    const out: Entry[] = [];
+    for (const got of read) {
+      if (got === undefined) return undefined;
+      for (const e of got) if (e.index >= lo && e.index <= hi) out.push(e);
+    }
+    // A run rewritten in place by a truncation meanwhile holds fewer entries.
+    if (out.length !== hi - lo + 1 || out[0].index !== lo) return undefined;
+    return out;
+  }
+
   /** Refuses a snapshot older than the stored one. */
   #checkSnapshotIndex(snapshot: Snapshot): void {
     if (!this.#loaded) throw new StorageError("load() must run before the first write");
@@ -556,11 +579,18 @@ export class RaftStorage implements LogStore {
 
   /** Reads the stored run `run` back. */
   async #readRun(run: Run): Promise<Entry[]> {
+    const got = await this.#readRunIfStored(run);
+    if (got === undefined) throw new StorageError(`log run ${run.first} is missing a part`);
+    return got;
+  }
+
+  /** Reads the stored run `run` back, or undefined when a part of it is not stored. */
+  async #readRunIfStored(run: Run): Promise<Entry[] | undefined> {
     const chunks: Uint8Array[] = [];
     for (let p = 0; p < run.parts; p++) {
       const key = logKey(run.first, p);
       const res = await this.#kv.get(key);
-      if (res.value === null) throw new StorageError(`log run ${run.first} part ${p} is missing`);
+      if (res.value === null) return undefined;
       const bytes = asBytes(res.value, key);
       if (p === 0) {
         const r = new ByteReader(bytes);
