@@ -12,11 +12,13 @@ import {
   type ConfigChange,
   type Entry,
   type HardState,
+  isEvicted,
   isMember,
   isSafeBeforePersist,
   isVoter,
   type Message,
   type NodeId,
+  RaftInvariantError,
   RaftNode,
   type RaftOptions,
   type RaftStatus,
@@ -60,6 +62,23 @@ const PROPOSAL_SLAB_BYTES = 256 * 1024;
 const MAX_SLAB_PROPOSAL_BYTES = 4096;
 /** What an entry is counted beyond its data (index, term and framing in the log). */
 const ENTRY_OVERHEAD_BYTES = 32;
+
+/**
+ * Default `memoryLogEntries`: the applied log entries whose commands stay in memory. It
+ * matches the tail a snapshot keeps (see maybeSnapshot), so in the steady state that tail is
+ * whole and a follower a little behind is served from memory.
+ */
+export const DEFAULT_MEMORY_LOG_ENTRIES = 5000;
+/**
+ * Entries evicted at once, at most `memoryLogEntries` (at least 1): eviction runs once this
+ * many more entries are evictable, not once per entry.
+ */
+const EVICT_BATCH_ENTRIES = 1024;
+/**
+ * Messages to one peer waiting behind a read of evicted entries, at most: beyond, new ones are
+ * dropped (Raft resends what matters), so a slow store cannot grow the queue without bound.
+ */
+const MAX_FILL_QUEUE_MESSAGES = 1024;
 
 /** A node within this many entries of the commit index counts as caught up (health). */
 const CAUGHT_UP_LAG_ENTRIES = 1024;
@@ -137,6 +156,14 @@ export interface ReplicationOptions<R> {
    * network keep references, so it runs without). Default false.
    */
   readonly freeSnapshotBytes?: boolean;
+  /**
+   * Applied, durable log entries whose commands stay in memory: the commands of older ones
+   * are dropped from the core's log (their index, term and size stay) and read back from the
+   * store when a follower needs them (hashicorp/raft reads its LogStore the same way), so the
+   * in-memory log costs its entry headers, not its bytes. Only with a store that has
+   * `readEntries`. Default {@link DEFAULT_MEMORY_LOG_ENTRIES}.
+   */
+  readonly memoryLogEntries?: number;
   readonly random?: Random;
   readonly hooks?: ReplicationHooks;
   /** More Raft core tunables (pre-vote, check quorum, batching), for tests. Default: the core's. */
@@ -175,6 +202,18 @@ export class ReplicationHost<R> {
   private readonly snapshotEntries: number;
   private readonly snapshotMinLogBytes: number;
   private readonly freeSnapshotBytes: boolean;
+  private readonly memoryLogEntries: number;
+  /** Evict once this many more entries are evictable (see EVICT_BATCH_ENTRIES). */
+  private readonly evictBatchEntries: number;
+  /**
+   * Peers with a read of evicted entries in flight, each with the message lists waiting for
+   * it (the head one is being filled): later messages to that peer queue behind, in order.
+   */
+  private readonly fillQueues = new Map<NodeId, Message[][]>();
+  /** The drains of `fillQueues` running now, awaited by close(). */
+  private readonly fillsInFlight = new Set<Promise<void>>();
+  /** A drain of `fillQueues` failed beyond a lost message (a bug): the loop stops on it. */
+  private fillError: Error | undefined;
   /**
    * Snapshot buffers the core released (`freeSnapshotBytes`), each with `readiesDone` when the
    * host took it: freed once two more Readies are done (see collectReleasedSnapshots).
@@ -257,6 +296,10 @@ export class ReplicationHost<R> {
     this.snapshotEntries = opts.snapshotEntries ?? DEFAULT_SNAPSHOT_ENTRIES;
     this.snapshotMinLogBytes = opts.snapshotMinLogBytes ?? DEFAULT_SNAPSHOT_MIN_LOG_BYTES;
     this.freeSnapshotBytes = opts.freeSnapshotBytes ?? false;
+    this.memoryLogEntries = opts.storage.readEntries
+      ? Math.max(0, opts.memoryLogEntries ?? DEFAULT_MEMORY_LOG_ENTRIES)
+      : Infinity;
+    this.evictBatchEntries = Math.max(1, Math.min(EVICT_BATCH_ENTRIES, this.memoryLogEntries));
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 5000;
     this.hooks = opts.hooks ?? {};
     this.hadState = hadState;
@@ -334,6 +377,8 @@ export class ReplicationHost<R> {
     this.clock.clearInterval(this.timer);
     this.wake();
     await this.loopDone;
+    // Fills still reading drop their messages (the host stopped); let them finish first.
+    await Promise.all([...this.fillsInFlight]);
     if (this.snapshotWrite) await this.snapshotWrite;
     if (this.deferredHardState && !this.fatal) {
       // Flush: a clean stop leaves the commit index on disk too.
@@ -873,6 +918,7 @@ export class ReplicationHost<R> {
       if (!this.wakePending) await new Promise<void>((r) => (this.wakeResolve = r));
       this.wakePending = false;
       try {
+        if (this.fillError) throw this.fillError;
         this.issueReads();
         await this.drainReady();
         // A follower may need a snapshot while nothing else is ready (see takeSnapshotWanted).
@@ -957,6 +1003,7 @@ export class ReplicationHost<R> {
       // Entries committed while we were writing (acknowledgements arrive meanwhile).
       this.applyEntries(this.raft.takeCommitted());
       this.maybeSnapshot();
+      this.maybeEvict();
       this.readiesDone++;
     }
   }
@@ -1000,16 +1047,142 @@ export class ReplicationHost<R> {
       else byPeer.set(m.to, [m]);
     }
     for (const [to, list] of byPeer) {
-      const addr = this.addressOf(to);
-      if (addr === undefined) {
-        this.hooks.log?.("debug", "no address for peer; dropping messages", { peer: to });
-        continue;
+      const queue = this.fillQueues.get(to);
+      if (queue) {
+        this.queueBehindFill(to, queue, list);
+      } else if (list.some(carriesEvicted)) {
+        const fresh = [list.map(ownSnapshotChunk)];
+        this.fillQueues.set(to, fresh);
+        const drain = this.drainFills(to, fresh);
+        this.fillsInFlight.add(drain);
+        void drain.finally(() => this.fillsInFlight.delete(drain));
+      } else {
+        this.sendNow(to, list);
       }
-      this.transport.send(to, addr, list);
     }
   }
 
+  private sendNow(to: NodeId, list: readonly Message[]): void {
+    if (list.length === 0) return;
+    const addr = this.addressOf(to);
+    if (addr === undefined) {
+      this.hooks.log?.("debug", "no address for peer; dropping messages", { peer: to });
+      return;
+    }
+    this.transport.send(to, addr, list);
+  }
+
+  /**
+   * Queues `list` behind the read in flight for `to`. A snapshot chunk is copied: the buffer
+   * it views may be freed before it leaves (`freeSnapshotBytes` frees it after two Readies).
+   * Beyond MAX_FILL_QUEUE_MESSAGES the list is dropped.
+   */
+  private queueBehindFill(to: NodeId, queue: Message[][], list: Message[]): void {
+    let queued = 0;
+    for (const l of queue) queued += l.length;
+    if (queued + list.length > MAX_FILL_QUEUE_MESSAGES) {
+      this.hooks.log?.("debug", "too many messages waiting for a log read; dropping", {
+        peer: to,
+        messages: list.length,
+      });
+      return;
+    }
+    queue.push(list.map(ownSnapshotChunk));
+  }
+
+  /**
+   * Sends the message lists queued for `to` in order, filling each append that carries
+   * evicted entries with their commands read back from the store first. An append whose
+   * entries cannot be read (gone: a snapshot compacted them meanwhile; or the read failed) is
+   * dropped: Raft takes a lost message in its stride (the leader probes again and, once the
+   * entries are gone, sends a snapshot).
+   */
+  private async drainFills(to: NodeId, queue: Message[][]): Promise<void> {
+    try {
+      while (queue.length > 0) {
+        const list = queue[0];
+        const out: Message[] = [];
+        for (const m of list) {
+          const filled = m.type === "append" && m.entries.some(isEvicted)
+            ? await this.fillAppend(m)
+            : m;
+          if (filled) out.push(filled);
+        }
+        queue.shift();
+        if (!this.running) return;
+        this.sendNow(to, out);
+      }
+    } catch (err) {
+      // Not a lost message (fillAppend takes those): the transport refused, or a bug.
+      this.fillError = err instanceof Error ? err : new Error(String(err));
+      this.wake();
+    } finally {
+      this.fillQueues.delete(to);
+    }
+  }
+
+  /** `m` with its evicted entries read back from the store, or undefined if they cannot be. */
+  private async fillAppend(m: Message & { type: "append" }): Promise<Message | undefined> {
+    const entries = m.entries;
+    let lo = -1;
+    let hi = -1;
+    for (const e of entries) {
+      if (!isEvicted(e)) continue;
+      if (lo < 0) lo = e.index;
+      hi = e.index;
+    }
+    let stored: readonly Entry[] | undefined;
+    try {
+      stored = await this.storage.readEntries!(lo, hi);
+    } catch (err) {
+      this.hooks.log?.("debug", "could not read log entries to send; dropping the append", {
+        peer: m.to,
+        from: lo,
+        to: hi,
+        error: err instanceof Error ? err.message : String(err),
+      });
+      return undefined;
+    }
+    if (stored === undefined) {
+      this.hooks.log?.("debug", "log entries to send are compacted; dropping the append", {
+        peer: m.to,
+        from: lo,
+        to: hi,
+      });
+      return undefined;
+    }
+    const out = entries.slice();
+    for (let i = 0; i < out.length; i++) {
+      const e = out[i];
+      if (!isEvicted(e)) continue;
+      const s = stored[e.index - lo];
+      if (s === undefined || s.index !== e.index || s.term !== e.term || s.type !== "normal") {
+        this.hooks.log?.("debug", "stored log entry differs from the log's; dropping the append", {
+          peer: m.to,
+          index: e.index,
+          term: e.term,
+          storedTerm: s?.term,
+        });
+        return undefined;
+      }
+      out[i] = s;
+    }
+    return { ...m, entries: out };
+  }
+
+  /**
+   * Drops the commands of applied, durable entries beyond the last `memoryLogEntries` from
+   * the core's log (in batches of `evictBatchEntries`): the store holds them.
+   */
+  private maybeEvict(): void {
+    if (this.memoryLogEntries === Infinity) return;
+    const target = Math.min(this.raft.evictableIndex(), this.fsm.appliedIndex) -
+      this.memoryLogEntries;
+    if (target - this.raft.evictedIndex() >= this.evictBatchEntries) this.raft.evictData(target);
+  }
+
   private applyEntry(e: Entry): void {
+    if (isEvicted(e)) throw new RaftInvariantError(`entry ${e.index} to apply is evicted`);
     let result: R | undefined;
     this.logBytesSinceSnapshot += e.type === "normal" ? e.data.length + ENTRY_OVERHEAD_BYTES : 0;
     if (e.type === "normal" && e.data.length > 0) {
@@ -1148,6 +1321,16 @@ export class ReplicationHost<R> {
   private throwIfFatal(): void {
     if (this.fatal) throw new UnavailableError(`node failed: ${this.fatal.message}`);
   }
+}
+
+/** `m`, a snapshot chunk with a copy of its data (that can wait while its buffer is freed). */
+function ownSnapshotChunk(m: Message): Message {
+  return m.type === "snapshot" ? { ...m, data: m.data.slice() } : m;
+}
+
+/** Does `m` carry an entry whose command the core evicted (to be read back before sending)? */
+function carriesEvicted(m: Message): boolean {
+  return m.type === "append" && m.entries.some(isEvicted);
 }
 
 /**

@@ -4,6 +4,7 @@
  * peer transport, the system clock).
  */
 export {
+  DEFAULT_MEMORY_LOG_ENTRIES,
   MAX_PENDING_PROPOSAL_BYTES,
   type ReplicationHooks,
   ReplicationHost,

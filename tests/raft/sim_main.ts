@@ -7,6 +7,9 @@
  *
  * `--free-snapshot-bytes` runs the hosts with `freeSnapshotBytes`, as the node does.
  *
+ * `--memory-log-entries N` runs the hosts with that `memoryLogEntries` (by default each seed
+ * draws one, mostly 0 to 3, so appends are filled from the storage all the time).
+ *
  * A seed fails on a keep-alive acknowledged for a lease whose expiry was already proposed and
  * then applied after it, and on an expiry appended in another term than its lessor decided it
  * in (see sim/lease_checker.ts); `--lenient-leases` only counts both (they were mokv bugs,
@@ -27,11 +30,15 @@ async function main(args: string[]): Promise<number> {
       steps: { type: "string", default: String(DEFAULT_STEPS) },
       verbose: { type: "boolean", default: false },
       "lenient-leases": { type: "boolean", default: false },
+      "memory-log-entries": { type: "string" },
       "free-snapshot-bytes": { type: "boolean", default: false },
     },
   });
   const steps = Number(values.steps);
   const strictLeases = !values["lenient-leases"];
+  const memoryFlag = values["memory-log-entries"];
+  const memoryLogEntries = memoryFlag === undefined ? undefined : Number(memoryFlag);
+  const memoryReplay = memoryFlag === undefined ? "" : ` --memory-log-entries ${memoryFlag}`;
   const freeSnapshotBytes = values["free-snapshot-bytes"];
   if (values.seed !== undefined) {
     const seed = Number(values.seed);
@@ -42,6 +49,7 @@ async function main(args: string[]): Promise<number> {
         nodes,
         steps,
         strictLeases,
+        memoryLogEntries,
         freeSnapshotBytes,
         trace: values.verbose ? (line) => console.log(line) : undefined,
       });
@@ -66,13 +74,20 @@ async function main(args: string[]): Promise<number> {
     const seed = from + i;
     const nodes = values.nodes !== undefined ? Number(values.nodes) : i % 2 === 0 ? 3 : 5;
     try {
-      await runSimulation({ seed, nodes, steps, strictLeases, freeSnapshotBytes });
+      await runSimulation({
+        seed,
+        nodes,
+        steps,
+        strictLeases,
+        memoryLogEntries,
+        freeSnapshotBytes,
+      });
       passed++;
     } catch (err) {
       if (!(err instanceof SimulationFailure)) throw err;
       failures.push(err.message);
       console.error(err.message.split("\n")[0]);
-      console.error(`  replay: ${err.command}`);
+      console.error(`  replay: ${err.command}${memoryReplay}`);
     }
   }
   const seconds = ((performance.now() - started) / 1000).toFixed(1);

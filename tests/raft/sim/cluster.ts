@@ -83,6 +83,8 @@ export interface ClusterOptions {
   readonly snapshotEntries?: number;
   /** Most mutations per Deno KV commit: a batch above it is written in several commits. */
   readonly maxCommitMutations?: number;
+  /** The host's `memoryLogEntries` (applied commands kept in memory). Default: the host's. */
+  readonly memoryLogEntries?: number;
   readonly preVote?: boolean;
   readonly checkQuorum?: boolean;
   readonly maxInflight?: number;
@@ -137,6 +139,8 @@ interface Member {
   generation: number;
   /** Commits wait in flight until released (a slow disk). */
   holdSaves: boolean;
+  /** Reads of log entries wait for this until `releaseReads` (a slow read). */
+  readGate?: { readonly promise: Promise<void>; readonly release: () => void };
   /** What the checker reads as the node's durable log. */
   mirror: Disk;
   /** A leadership seen in a Ready, checked once that Ready's save is durable. */
@@ -336,6 +340,24 @@ export class Cluster {
     const m = this.#member(id);
     m.holdSaves = false;
     await m.diskTime.runUntil(m.diskTime.now + HOLD_MS);
+    await this.settle();
+  }
+
+  /** From now on `id`'s reads of log entries (to send evicted ones) wait until `releaseReads`. */
+  holdReads(id: NodeId): void {
+    const m = this.#member(id);
+    if (m.readGate) return;
+    let release = () => {};
+    const promise = new Promise<void>((r) => (release = r));
+    m.readGate = { promise, release };
+  }
+
+  /** Lets `id`'s held reads of log entries go on, and later ones run at once; settles. */
+  async releaseReads(id: NodeId): Promise<void> {
+    const m = this.#member(id);
+    const gate = m.readGate;
+    m.readGate = undefined;
+    gate?.release();
     await this.settle();
   }
 
@@ -622,7 +644,9 @@ export class Cluster {
     const host = await ReplicationHost.open<CommandResult>({
       nodeId: m.id,
       rpcAddr: `${m.id}:1`,
-      storage: observedStore(m, storage, generation, this.#observer),
+      storage: observedStore(m, storage, generation, this.#observer, {
+        beforeRead: () => m.readGate?.promise,
+      }),
       fsm: observedFsm(m, fsm, generation, this.#observer, { steppedSnapshots: false }),
       results: { encode: encodeResult, decode: decodeResult },
       transport: (handlers) => {
@@ -637,6 +661,7 @@ export class Cluster {
       electionTicks: o.electionTicks ?? 10,
       heartbeatTicks: o.heartbeatTicks ?? 1,
       snapshotEntries: o.snapshotEntries,
+      memoryLogEntries: o.memoryLogEntries,
       random: () => random.float(),
       hooks: observedHooks(m, generation, this.#observer),
       raftOptions: Object.fromEntries(

@@ -32,6 +32,7 @@ import {
 import type { Config, ConfigChange, Message, NodeId } from "../../../src/raft/mod.ts";
 import {
   decodeResult,
+  DEFAULT_MEMORY_LOG_ENTRIES,
   encodeResult,
   RaftStorage,
   ReplicationHost,
@@ -113,6 +114,12 @@ export interface SimOptions {
    * send, as Deno KV and PeerTransport do. Default false.
    */
   readonly freeSnapshotBytes?: boolean;
+  /**
+   * The hosts' `memoryLogEntries`: with 0 to 3 applied entries' commands in memory, appends
+   * to a follower behind are filled from the storage all the time. Default: drawn per seed,
+   * 0 to 3 in three runs of four, else the host's default.
+   */
+  readonly memoryLogEntries?: number;
 }
 
 /** What a passing run did. */
@@ -252,6 +259,7 @@ class HostSimulation {
   readonly #faults: LinkFaults;
   readonly #heartbeatTicks: number;
   readonly #snapshotEntries: number;
+  readonly #memoryLogEntries: number;
   readonly #freeSnapshotBytes: boolean;
   readonly #maxCommitMutations: number;
   readonly #oneVoter: boolean;
@@ -304,6 +312,10 @@ class HostSimulation {
     this.#freeSnapshotBytes = options.freeSnapshotBytes ?? false;
     this.#leaseChecker = new LeaseTimingChecker(options.strictLeases ?? true);
     this.#etcdRng = new SeededRng((this.#seed ^ 0xe7cd_0018) >>> 0);
+    // A stream of its own, so that the seed's other choices stay what they were.
+    const memoryRng = new SeededRng((this.#seed ^ 0x10c_e71c) >>> 0);
+    this.#memoryLogEntries = options.memoryLogEntries ??
+      (memoryRng.float() < 0.75 ? memoryRng.int(4) : DEFAULT_MEMORY_LOG_ENTRIES);
     this.#model.onRevoke = (r) =>
       this.#guard(() => {
         if (r.expired) {
@@ -354,7 +366,7 @@ class HostSimulation {
       });
     }
     this.#log(
-      `options heartbeatTicks ${this.#heartbeatTicks} snapshotEntries ${this.#snapshotEntries} maxCommitMutations ${this.#maxCommitMutations} oneVoter ${this.#oneVoter} failRate ${
+      `options heartbeatTicks ${this.#heartbeatTicks} snapshotEntries ${this.#snapshotEntries} memoryLogEntries ${this.#memoryLogEntries} maxCommitMutations ${this.#maxCommitMutations} oneVoter ${this.#oneVoter} failRate ${
         this.#failRate.toFixed(4)
       } faults ${JSON.stringify(this.#faults)}`,
     );
@@ -522,6 +534,7 @@ class HostSimulation {
       electionTicks: ELECTION_TICKS,
       heartbeatTicks: this.#heartbeatTicks,
       snapshotEntries: this.#snapshotEntries,
+      memoryLogEntries: this.#memoryLogEntries,
       freeSnapshotBytes: this.#freeSnapshotBytes,
       requestTimeoutMs: 1000,
       random: () => random.float(),

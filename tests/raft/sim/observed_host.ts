@@ -57,6 +57,11 @@ export interface ObservedOptions {
   readonly onLeader?: (term: number) => void;
   /** Called before each save of the live incarnation goes to the storage (a fault trap). */
   readonly beforeSave?: (batch: SaveBatch) => void;
+  /**
+   * Awaited before each read of log entries goes to the storage (a slow read, to race it
+   * with a compaction); undefined reads at once.
+   */
+  readonly beforeRead?: () => Promise<void> | undefined;
   /** Compare the whole state after applying `data` (default: after every entry). */
   readonly compareAfter?: (data: Uint8Array) => boolean;
   /**
@@ -143,6 +148,25 @@ export function observedStore(
     saveSnapshot: (snapshot: Snapshot): Promise<void> => {
       node.mirror.installSnapshot(snapshot);
       return storage.saveSnapshot(snapshot);
+    },
+    readEntries: async (lo: number, hi: number): Promise<readonly Entry[] | undefined> => {
+      await options.beforeRead?.();
+      const got = await storage.readEntries(lo, hi);
+      if (got && live()) {
+        // What the host will send must be what it was handed to store.
+        obs.guard(() => {
+          for (const e of got) {
+            const t = node.mirror.termAt(e.index);
+            if (t !== undefined && t !== e.term) {
+              throw new InvariantViolation(
+                "log read",
+                `${node.id} read entry ${e.index} of term ${e.term}, stored term ${t}`,
+              );
+            }
+          }
+        });
+      }
+      return got;
     },
   };
 }
