@@ -194,6 +194,13 @@ export const CONFIG_KEYS: readonly ConfigKeyDoc[] = [
     doc:
       "most applied log entries between snapshots (one comes sooner once the log since the last outgrows the state and 64 MiB)",
   },
+  {
+    name: "memory-log-entries",
+    kind: "int",
+    defaultText: "5000",
+    doc:
+      "applied Raft log entries whose commands stay in memory; older ones are read back from the data file when a follower needs them",
+  },
   { name: "raft-tick-ms", kind: "int", defaultText: "50", doc: "Raft tick, in milliseconds" },
   {
     name: "malloc-trim-interval-ms",

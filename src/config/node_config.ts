@@ -104,6 +104,12 @@ export interface NodeConfig {
    * holds more bytes than the state and 64 MiB. Default 100,000 (etcd's snapshot-count).
    */
   readonly snapshotEntries: number;
+  /**
+   * Applied Raft log entries whose commands stay in memory; the commands of older ones are
+   * dropped from memory and read back from the data file when a follower needs them. Default
+   * 5,000 (the log tail a snapshot keeps).
+   */
+  readonly memoryLogEntries: number;
   /** Length of one Raft tick, in milliseconds. Default 50. */
   readonly raftTickMs: number;
   /**

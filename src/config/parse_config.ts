@@ -178,6 +178,7 @@ export async function parseConfig(
     maxConnections: int("max-connections", 1, 1_000_000, 4096),
     maxPendingHandshakes: int("max-pending-handshakes", 1, 100_000, 256),
     snapshotEntries: int("snapshot-entries", 1, MAX_INT, 100_000),
+    memoryLogEntries: int("memory-log-entries", 0, MAX_INT, 5000),
     raftTickMs: int("raft-tick-ms", 1, 60_000, 50),
     mallocTrimIntervalMs: int("malloc-trim-interval-ms", 0, 3_600_000, 10_000),
     raftElectionTicks,

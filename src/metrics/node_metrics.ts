@@ -103,7 +103,10 @@ export interface NodeMetrics {
   readonly processExternalMemoryBytes: Gauge;
   /** Time spent handing freed C-allocator memory back to the OS (malloc_trim), in seconds. */
   readonly processMallocTrimSecondsTotal: Counter;
-  /** Bytes of command data in the Raft log entries held in memory (since the last compaction). */
+  /**
+   * Bytes of command data in the Raft log entries held in memory: the last
+   * `memory-log-entries` applied ones and those not applied yet.
+   */
   readonly raftLogMemoryBytes: Gauge;
   /** Bytes of the snapshot the Raft core holds for followers (0 once released). */
   readonly raftSnapshotMemoryBytes: Gauge;
@@ -235,7 +238,7 @@ export function createNodeMetrics(options: NodeMetricsOptions = {}): NodeMetrics
     ),
     raftLogMemoryBytes: gauge(
       "mokv_raft_log_memory_bytes",
-      "Bytes of command data in the Raft log entries held in memory (since the last compaction).",
+      "Bytes of command data in the Raft log entries held in memory (the last memory-log-entries applied ones and those not applied yet).",
     ),
     raftSnapshotMemoryBytes: gauge(
       "mokv_raft_snapshot_memory_bytes",

@@ -123,6 +123,7 @@ export class MokvNode implements KvBackend {
       electionTicks: config.raftElectionTicks,
       heartbeatTicks: config.raftHeartbeatTicks,
       snapshotEntries: config.snapshotEntries,
+      memoryLogEntries: config.memoryLogEntries,
       // Deno KV and the peer transport copy what they keep: snapshot buffers can go at once.
       freeSnapshotBytes: true,
       hooks,

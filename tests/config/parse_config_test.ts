@@ -58,6 +58,7 @@ Deno.test("defaults are documented values when only insecure is given", async ()
   assertEquals([cfg.logLevel, cfg.logFormat], ["info", "auto"], "log");
   assertEquals([cfg.maxKeyBytes, cfg.maxValueBytes], [4096, 1048576], "limits");
   assertEquals(cfg.snapshotEntries, 100_000, "snapshotEntries");
+  assertEquals(cfg.memoryLogEntries, 5000, "memoryLogEntries");
   assertEquals(cfg.mallocTrimIntervalMs, 10_000, "mallocTrimIntervalMs");
   assertEquals(
     [cfg.raftTickMs, cfg.raftElectionTicks, cfg.raftHeartbeatTicks, cfg.gossipTickMs],
@@ -139,6 +140,7 @@ Deno.test("YAML file supplies values and flags win over it; paths expand", async
         `log-level: "INFO"`,
         `log-format: json`,
         `snapshot-entries: 100`,
+        `memory-log-entries: 0`,
         `max-value-bytes: 2048`,
         `malloc-trim-interval-ms: 0`,
       ].join("\n"),
@@ -161,6 +163,7 @@ Deno.test("YAML file supplies values and flags win over it; paths expand", async
     assertEquals(cfg.acl, { modelFile: certs.model, policyFile: certs.policy }, "acl");
     assertEquals([cfg.logLevel, cfg.logFormat], ["info", "json"], "log");
     assertEquals([cfg.snapshotEntries, cfg.maxValueBytes], [100, 2048], "numbers");
+    assertEquals(cfg.memoryLogEntries, 0, "memory-log-entries 0 keeps no command in memory");
     assertEquals(cfg.mallocTrimIntervalMs, 0, "malloc-trim-interval-ms 0 turns it off");
     const tls = cfg.tls;
     assert(tls.mode === "mutual", "tls must be mutual");
