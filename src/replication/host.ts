@@ -950,8 +950,12 @@ export class ReplicationHost<R> {
       const durableHs = this.persistedHardState;
       const termOrVoteChanged = rd.hardState !== undefined &&
         (rd.hardState.term !== durableHs.term || rd.hardState.vote !== durableHs.vote);
+      // In such a Ready every message waits for the fsync (none is dropped: appends a core
+      // queued before it stepped down to a newer term are stale, and their receivers say so).
       const early = termOrVoteChanged ? [] : rd.messages.filter(isSafeBeforePersist);
-      const late = early.length === rd.messages.length
+      const late = termOrVoteChanged
+        ? rd.messages
+        : early.length === rd.messages.length
         ? []
         : rd.messages.filter((m) => !isSafeBeforePersist(m));
       this.send(early);
